@@ -1,0 +1,355 @@
+"""Checks of validated rule files against the catalogue, models and each other.
+
+Each check reports :class:`~engine.errors.Problem` with the file, line, column
+and rule id, what was found, what is allowed and what to write instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import ruleformat as rf
+from .caseview import parse_duration
+from .catalogue import Catalogue
+from .errors import Problem, UnitError
+from .leaves import parse_threshold
+from .loader import LoadedFile
+from .units import same_dimension
+
+__all__ = ["RuleSite", "check_rule_files", "rule_sites"]
+
+_OPS = ("above", "at_least", "below", "at_most")
+
+
+@dataclass
+class RuleSite:
+    """A rule with the file and raw node it came from."""
+
+    file: LoadedFile
+    index: int
+    rule: rf.Rule
+    raw: Any
+
+    def at(self, node: Any, key: str | int | None = None) -> tuple[int, int]:
+        """1-based line and column of ``key`` in ``node`` (or of the rule)."""
+        try:
+            if key is None:
+                line, col = self.file.raw["rules"].lc.item(self.index)
+            elif isinstance(node, list):
+                line, col = node.lc.item(key)
+            else:
+                line, col = node.lc.key(key)
+            return line + 1, col + 1
+        except (AttributeError, KeyError, TypeError, IndexError):
+            return 1, 1
+
+
+def rule_sites(files: list[LoadedFile]) -> Iterator[RuleSite]:
+    """Every rule of every file with its raw node."""
+    for f in files:
+        for i, rule in enumerate(f.model.rules):
+            yield RuleSite(f, i, rule, f.raw["rules"][i])
+
+
+def _problem(
+    site: RuleSite,
+    where: tuple[int, int],
+    msg: str,
+    hint: str,
+    code: str,
+    severity: str = "error",
+) -> Problem:
+    return Problem(
+        site.file.path,
+        where[0],
+        where[1],
+        msg,
+        rule_id=site.rule.id,
+        hint=hint,
+        code=code,
+        severity=severity,
+    )
+
+
+def _suggest(name: str, pool: list[str]) -> str:
+    near = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    return f"did you mean `{near[0]}`?" if near else ""
+
+
+def _walk(cond: rf.Condition, raw: Any) -> Iterator[tuple[rf.Condition, Any]]:
+    yield cond, raw
+    if isinstance(cond, rf.AllOf):
+        for c, r in zip(cond.all, raw["all"], strict=True):
+            yield from _walk(c, r)
+    elif isinstance(cond, rf.AnyOf):
+        for c, r in zip(cond.any, raw["any"], strict=True):
+            yield from _walk(c, r)
+    elif isinstance(cond, rf.AtLeastOf):
+        for c, r in zip(cond.of, raw["of"], strict=True):
+            yield from _walk(c, r)
+    elif isinstance(cond, rf.Not):
+        yield from _walk(cond.not_, raw["not"])
+
+
+def _check_comparison(
+    site: RuleSite, cond: rf.FactComparison, raw: Any, cat: Catalogue
+) -> list[Problem]:
+    out = []
+    fact = cat.quantities.get(cond.fact)
+    if fact is None:
+        kind = cat.kind_of(cond.fact)
+        if kind == "condition":
+            hint = f"a problem-list concept is tested with `condition: {cond.fact}`"
+        elif kind == "medication":
+            hint = f"a medication is tested with `taking: {cond.fact}`"
+        else:
+            hint = _suggest(cond.fact, list(cat.quantities))
+        return [
+            _problem(
+                site,
+                site.at(raw, "fact"),
+                f"unknown fact `{cond.fact}`",
+                hint,
+                "unknown-fact",
+            )
+        ]
+    if cond.within:
+        try:
+            parse_duration(cond.within)
+        except ValueError as err:
+            out.append(_problem(site, site.at(raw, "within"), str(err), "", "duration"))
+    for op in _OPS:
+        value = getattr(cond, op)
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                cut = parse_threshold(item)
+            except ValueError as err:
+                out.append(
+                    _problem(
+                        site,
+                        site.at(raw, op),
+                        str(err),
+                        f"write e.g. `{op}: 140 {fact.unit}`",
+                        "threshold",
+                    )
+                )
+                continue
+            if not cut.unit:
+                out.append(
+                    _problem(
+                        site,
+                        site.at(raw, op),
+                        f"the threshold {cut.value:g} for {cond.fact} has no unit",
+                        f"write `{cut.value:g} {fact.unit}`",
+                        "unit-missing",
+                    )
+                )
+                continue
+            try:
+                ok = any(same_dimension(cut.unit, u) for u in fact.units)
+            except UnitError:
+                out.append(
+                    _problem(
+                        site,
+                        site.at(raw, op),
+                        f"unknown unit `{cut.unit}` for {cond.fact}",
+                        f"use one of: {', '.join(fact.units)}",
+                        "unit-unknown",
+                    )
+                )
+                continue
+            if not ok:
+                out.append(
+                    _problem(
+                        site,
+                        site.at(raw, op),
+                        f"`{cut.unit}` is not a unit of {cond.fact} ({fact.meaning})",
+                        f"use one of: {', '.join(fact.units)}",
+                        "unit-dimension",
+                    )
+                )
+                continue
+            if fact.plausible and cut.unit == fact.unit:
+                lo, hi = fact.plausible
+                if not lo <= cut.value <= hi:
+                    out.append(
+                        _problem(
+                            site,
+                            site.at(raw, op),
+                            f"{cut.value:g} {cut.unit} is outside the plausible range of "
+                            f"{cond.fact} ({lo:g} to {hi:g} {fact.unit})",
+                            "check the number and its unit",
+                            "implausible",
+                        )
+                    )
+    return out
+
+
+def _check_when(
+    site: RuleSite, cat: Catalogue, models: set[str], produced: set[str]
+) -> list[Problem]:
+    out: list[Problem] = []
+    for cond, raw in _walk(site.rule.when, site.raw["when"]):
+        if isinstance(cond, rf.FactComparison):
+            out += _check_comparison(site, cond, raw, cat)
+        elif (
+            isinstance(cond, rf.ConditionTest) and cond.condition not in cat.conditions
+        ):
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "condition"),
+                    f"unknown condition `{cond.condition}`",
+                    _suggest(cond.condition, list(cat.conditions)),
+                    "unknown-condition",
+                )
+            )
+        elif isinstance(cond, rf.MedicationTest) and cond.taking not in cat.medications:
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "taking"),
+                    f"unknown medication `{cond.taking}`",
+                    _suggest(cond.taking, list(cat.medications)),
+                    "unknown-medication",
+                )
+            )
+        elif (
+            isinstance(cond, rf.AllergyTest) and cond.allergic_to not in cat.medications
+        ):
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "allergic_to"),
+                    f"unknown medication `{cond.allergic_to}`",
+                    _suggest(cond.allergic_to, list(cat.medications)),
+                    "unknown-medication",
+                )
+            )
+        elif isinstance(cond, rf.ScoreTest) and cond.score not in models:
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "score"),
+                    f"unknown score `{cond.score}`; loaded models: "
+                    f"{', '.join(sorted(models)) or 'none'}",
+                    _suggest(cond.score, sorted(models)),
+                    "unknown-score",
+                )
+            )
+        elif isinstance(cond, rf.FindingTest) and cond.finding not in produced:
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "finding"),
+                    f"finding `{cond.finding}` is tested but no rule asserts it",
+                    _suggest(cond.finding, sorted(produced)),
+                    "finding-never-asserted",
+                )
+            )
+        for op in _OPS:
+            if isinstance(cond, rf.ScoreTest) and getattr(cond, op) is not None:
+                v = float(getattr(cond, op))
+                if not 0.0 <= v <= 1.0:
+                    out.append(
+                        _problem(
+                            site,
+                            site.at(raw, op),
+                            f"a score is a probability; {v:g} is outside 0 to 1",
+                            "write a number between 0 and 1",
+                            "implausible",
+                        )
+                    )
+    return out
+
+
+def check_rule_files(
+    files: list[LoadedFile], catalogue: Catalogue, models: set[str]
+) -> list[Problem]:
+    """Run every per-rule and cross-file check.
+
+    Returns:
+        Problems, errors and warnings, in file order.
+    """
+    from .compiler import produced_by
+
+    problems: list[Problem] = []
+    sites = list(rule_sites(files))
+    produced = {p for s in sites for p in produced_by(s.rule)}
+    seen: dict[str, RuleSite] = {}
+    ruleset_ids: dict[str, LoadedFile] = {}
+    for f in files:
+        rid = f.model.ruleset.id
+        if rid in ruleset_ids:
+            line, col = f.raw.lc.key("ruleset")
+            problems.append(
+                Problem(
+                    f.path,
+                    line + 1,
+                    col + 1,
+                    f"ruleset id `{rid}` is also used by {ruleset_ids[rid].path}",
+                    hint="give each ruleset its own id",
+                    code="duplicate-id",
+                )
+            )
+        ruleset_ids[rid] = f
+        for i, calc in enumerate(f.model.calculations):
+            if calc.fact not in catalogue.quantities:
+                line, col = f.raw["calculations"][i].lc.key("fact")
+                problems.append(
+                    Problem(
+                        f.path,
+                        line + 1,
+                        col + 1,
+                        f"calculation `{calc.id}` feeds unknown fact `{calc.fact}`",
+                        hint=_suggest(calc.fact, list(catalogue.quantities)),
+                        code="unknown-fact",
+                    )
+                )
+    for site in sites:
+        if site.rule.id in seen:
+            other = seen[site.rule.id]
+            line, _ = other.at(None)
+            problems.append(
+                _problem(
+                    site,
+                    site.at(site.raw, "id"),
+                    f"rule id `{site.rule.id}` is also used at "
+                    f"{other.file.path}:{line}",
+                    "give each rule its own id",
+                    "duplicate-id",
+                )
+            )
+        seen.setdefault(site.rule.id, site)
+        problems += _check_when(site, catalogue, models, produced)
+        for i, action in enumerate(site.rule.then):
+            if isinstance(action, rf.RecommendationAction):
+                adj = action.recommendation.adjusted_by
+                if adj is not None and adj not in models:
+                    problems.append(
+                        _problem(
+                            site,
+                            site.at(site.raw["then"], i),
+                            f"`adjusted_by: {adj}` names no loaded model",
+                            _suggest(adj, sorted(models)),
+                            "unknown-score",
+                        )
+                    )
+            if isinstance(action, rf.BlockAction):
+                target = action.block.recommendation
+                if target not in produced:
+                    problems.append(
+                        _problem(
+                            site,
+                            site.at(site.raw["then"], i),
+                            f"blocks recommendation `{target}` that no rule makes",
+                            _suggest(target, sorted(produced)),
+                            "unknown-recommendation",
+                        )
+                    )
+    return problems

@@ -1,0 +1,406 @@
+"""Evaluating one case: facts to leaves, leaves through the matcher, results out.
+
+Steps: (1) the case seen at ``as_of`` with calculated facts; (2) model scores;
+(3) every leaf decided in three values; (4) decided leaves asserted into a
+fresh durable-rules session, which chains the findings; (5) a three-valued pass
+over the rules in dependency order names what could not be determined, and
+cross-checks the matcher (a disagreement makes the assessment partial);
+(6) conclusions with their evidence and certainty.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from . import ruleformat as rf
+from .assessment import (
+    Assessment,
+    Block,
+    Diagnosis,
+    Evidence,
+    FactUsed,
+    Finding,
+    PatientSummary,
+    Recommendation,
+    RuleRef,
+    Score,
+    Undetermined,
+)
+from .caseview import CaseView
+from .certainty import combine, update_with_score
+from .compiler import And, AtLeast, CompiledRule, Expr, Find, Leaf, Not, Or
+from .errors import UnitError
+from .facts import Case
+from .leaves import LeafResult, evaluate_leaf
+from .units import convert
+
+if TYPE_CHECKING:
+    from .knowledge import KnowledgeBase
+
+__all__ = ["evaluate_case"]
+
+log = logging.getLogger(__name__)
+
+
+def _truth(
+    expr: Expr, leaves: dict[int, LeafResult], found: dict[str, bool | None]
+) -> bool | None:
+    if isinstance(expr, Leaf):
+        return leaves[expr.index].value
+    if isinstance(expr, Find):
+        return found.get(expr.id, False)
+    if isinstance(expr, Not):
+        v = _truth(expr.child, leaves, found)
+        return None if v is None else not v
+    values = [_truth(c, leaves, found) for c in expr.children]
+    k = len(values) if isinstance(expr, And) else 1 if isinstance(expr, Or) else expr.k
+    true = values.count(True)
+    unknown = values.count(None)
+    if true >= k:
+        return True
+    if true + unknown < k:
+        return False
+    return None
+
+
+def _missing(
+    expr: Expr,
+    leaves: dict[int, LeafResult],
+    found: dict[str, bool | None],
+    finding_missing: dict[str, list[str]],
+) -> list[str]:
+    if isinstance(expr, Leaf):
+        res = leaves[expr.index]
+        return res.missing if res.value is None else []
+    if isinstance(expr, Find):
+        return finding_missing.get(expr.id, []) if found.get(expr.id) is None else []
+    if isinstance(expr, Not):
+        return _missing(expr.child, leaves, found, finding_missing)
+    assert isinstance(expr, And | Or | AtLeast)
+    out: list[str] = []
+    for c in expr.children:
+        out += _missing(c, leaves, found, finding_missing)
+    return out
+
+
+def _scores(kb: KnowledgeBase, view: CaseView) -> dict[str, Score]:
+    out: dict[str, Score] = {}
+    for name, model in kb.models.items():
+        row: dict[str, float | None] = {}
+        for feature in model.card.features:
+            for fact_name in feature.facts():
+                readings = view.select(fact_name, None)
+                if not readings or not isinstance(readings[-1].value, float):
+                    row[fact_name] = None
+                    continue
+                r = readings[-1]
+                try:
+                    row[fact_name] = convert(
+                        r.value,
+                        r.unit or feature.unit,
+                        feature.unit,
+                        kb.catalogue.quantities[fact_name],
+                    )
+                except UnitError as err:
+                    view.notes.append(f"score {name}: {err}")
+                    row[fact_name] = None
+        s = model.score_many([row])[0]
+        out[name] = Score(
+            name=name,
+            model_id=s.model_id,
+            model_version=s.model_version,
+            value=s.value,
+            missing=[*s.missing, *s.invalid],
+            out_of_range=s.out_of_range,
+            inputs=s.inputs,
+            contributions=s.contributions,
+        )
+    return out
+
+
+def _ref(crule: CompiledRule) -> RuleRef:
+    return RuleRef(
+        rule_id=crule.rule.id,
+        ruleset=crule.ruleset.id,
+        ruleset_version=crule.ruleset.version,
+        title=crule.rule.title,
+        source=crule.source,
+        file=crule.file,
+        line=crule.line,
+    )
+
+
+def _dedupe(facts: list[FactUsed]) -> list[FactUsed]:
+    seen = set()
+    out = []
+    for f in facts:
+        key = (f.name, f.aggregate, str(f.value), f.time)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
+    """Evaluate one case against a loaded knowledge base."""
+    problems: list[str] = []
+    view = CaseView(case, as_of, kb.catalogue)
+    view.run_calculations(kb.calculations)
+    scores = _scores(kb, view)
+
+    leaves: dict[int, LeafResult] = {}
+    for i, cond in enumerate(kb.leaves):
+        try:
+            leaves[i] = evaluate_leaf(view, cond, scores)
+        except UnitError as err:
+            problems.append(f"a condition could not be evaluated: {err}")
+            leaves[i] = LeafResult(None, detail=[str(err)])
+    facts = [
+        {"t": "leaf", "k": i, "v": res.value}
+        for i, res in leaves.items()
+        if res.value is not None and (i, res.value) in kb.used_leaves
+    ]
+    session = kb.matcher.run(facts, kb.gates)
+    problems += session.errors
+    if session.capped:
+        problems.append("the firing cap was reached; the chaining was stopped")
+    fired = {}
+    for ri, ci in session.fired:
+        fired.setdefault(ri, ci)
+
+    # Three-valued pass, in dependency order, with the matcher cross-checked.
+    found: dict[str, bool | None] = {}
+    finding_missing: dict[str, list[str]] = {}
+    status: dict[int, bool | None] = {}
+    for ri in kb.order:
+        crule = kb.rules[ri]
+        value = _truth(crule.expr, leaves, found)
+        status[ri] = value
+        if value is True and ri not in fired or value is not True and ri in fired:
+            problems.append(
+                f"rule {crule.rule.id}: the matcher and the three-valued "
+                "check disagree; its result is not reported"
+            )
+        for f in crule.produces:
+            if value is True:
+                found[f] = True
+            elif value is None and found.get(f) is not True:
+                found[f] = None
+                miss = _missing(crule.expr, leaves, found, finding_missing)
+                finding_missing[f] = sorted({*finding_missing.get(f, []), *miss})
+            else:
+                found.setdefault(f, False)
+    reached = [ri for ri in kb.order if status[ri] is True and ri in fired]
+    return _assemble(
+        kb,
+        case,
+        view,
+        as_of,
+        leaves,
+        scores,
+        reached,
+        status,
+        found,
+        finding_missing,
+        problems,
+    )
+
+
+def _assemble(
+    kb: KnowledgeBase,
+    case: Case,
+    view: CaseView,
+    as_of: datetime,
+    leaves: dict[int, LeafResult],
+    scores: dict[str, Score],
+    reached: list[int],
+    status: dict[int, bool | None],
+    found: dict[str, bool | None],
+    finding_missing: dict[str, list[str]],
+    problems: list[str],
+) -> Assessment:
+    findings: dict[str, Finding] = {}
+    diag_support: dict[str, list[tuple[rf.DiagnosisSpec, CompiledRule, Evidence]]] = {}
+    rec_support: dict[
+        str, list[tuple[rf.RecommendationSpec, CompiledRule, Evidence]]
+    ] = {}
+    blocks: dict[str, list[Block]] = {}
+    for ri in reached:
+        crule = kb.rules[ri]
+        used = [
+            f
+            for i in crule.leaf_indices
+            if leaves[i].value is not None
+            for f in leaves[i].facts
+        ]
+        ev = Evidence(
+            rules=[_ref(crule)],
+            facts=_dedupe(used),
+            findings=sorted(f for f in crule.positive_findings() if found.get(f)),
+            scores=sorted({f.name[6:] for f in used if f.name.startswith("score:")}),
+        )
+        for action in crule.rule.then:
+            if isinstance(action, rf.FindingAction) and action.finding not in findings:
+                findings[action.finding] = Finding(
+                    id=action.finding, display=action.display, evidence=ev
+                )
+            elif isinstance(action, rf.DiagnosisAction):
+                diag_support.setdefault(action.diagnosis.id, []).append(
+                    (action.diagnosis, crule, ev)
+                )
+            elif isinstance(action, rf.RecommendationAction):
+                rec_support.setdefault(action.recommendation.id, []).append(
+                    (action.recommendation, crule, ev)
+                )
+            elif isinstance(action, rf.BlockAction):
+                blocks.setdefault(action.block.recommendation, []).append(
+                    Block(rule_id=crule.rule.id, reason=action.block.reason)
+                )
+
+    diagnoses = []
+    for did, support in diag_support.items():
+        spec = support[0][0]
+        diagnoses.append(
+            Diagnosis(
+                id=did,
+                display=spec.display,
+                code=spec.snomed,
+                certainty=round(combine(s.certainty for s, _, _ in support), 4),
+                evidence=_merge([e for _, _, e in support]),
+            )
+        )
+    recommendations = []
+    for rid, rsupport in rec_support.items():
+        rspec = rsupport[0][0]
+        certainty = combine(s.certainty for s, _, _ in rsupport)
+        method = "rules combined: 1 - prod(1 - c)"
+        if rspec.adjusted_by:
+            score = scores.get(rspec.adjusted_by)
+            model = kb.models.get(rspec.adjusted_by)
+            if score is not None and score.value is not None and model is not None:
+                prior = model.card.held_out.prevalence_train
+                certainty = update_with_score(certainty, score.value, prior)
+                method += (
+                    f"; updated by score {rspec.adjusted_by}={score.value:.3f} "
+                    f"against prior {prior:.3f} on the log-odds scale"
+                )
+            else:
+                method += f"; score {rspec.adjusted_by} not available, not updated"
+        blocked = blocks.pop(rid, [])
+        recommendations.append(
+            Recommendation(
+                id=rid,
+                text=rspec.text,
+                strength=rspec.strength,
+                certainty=round(certainty, 4),
+                status="blocked" if blocked else "recommended",
+                blocked_by=blocked,
+                evidence=_merge([e for _, _, e in rsupport]),
+                certainty_method=method,
+            )
+        )
+    for rid, blocked in blocks.items():
+        text = _recommendation_text(kb, rid)
+        recommendations.append(
+            Recommendation(
+                id=rid,
+                text=text[0],
+                strength=text[1],
+                certainty=0.0,
+                status="blocked",
+                blocked_by=blocked,
+                evidence=Evidence(rules=[]),
+                certainty_method="not made: blocked",
+            )
+        )
+
+    undetermined = []
+    for ri in kb.order:
+        if status[ri] is None:
+            crule = kb.rules[ri]
+            miss = sorted(set(_missing(crule.expr, leaves, found, finding_missing)))
+            details = [
+                d
+                for i in crule.leaf_indices
+                if leaves[i].value is None
+                for d in leaves[i].detail
+            ]
+            undetermined.append(
+                Undetermined(
+                    rule_id=crule.rule.id,
+                    ruleset=crule.ruleset.id,
+                    title=crule.rule.title,
+                    missing=miss,
+                    reason="; ".join(dict.fromkeys(details))
+                    or "depends on findings that cannot be determined",
+                )
+            )
+
+    state = "complete" if not problems else "partial"
+    if not view.readings and not case.conditions and not case.medications:
+        state = "not_evaluable"
+        problems = [*problems, "the case holds no readings, conditions or medications"]
+    notes = [*case.notes, *view.notes]
+    for s in scores.values():
+        if s.out_of_range:
+            notes.append(
+                f"score {s.name}: outside the training range: {', '.join(s.out_of_range)}"
+            )
+    age = view.age()
+    return Assessment(
+        case_id=case.case_id,
+        source=case.source,
+        as_of=view.as_of,
+        status=state,
+        problems=problems,
+        patient=PatientSummary(
+            age=age,
+            sex=case.sex,
+            readings=sum(len(v) for v in view.readings.values()),
+            conditions=sorted(
+                {
+                    c.concept
+                    for c in case.conditions
+                    if c.concept and view.has_condition(c.concept)
+                }
+            ),
+            medications=sorted(
+                {
+                    m.concept
+                    for m in case.medications
+                    if m.concept and view.taking(m.concept)
+                }
+            ),
+        ),
+        diagnoses=sorted(diagnoses, key=lambda d: -d.certainty),
+        findings=list(findings.values()),
+        recommendations=recommendations,
+        scores=list(scores.values()),
+        undetermined=undetermined,
+        rules_fired=[kb.rules[ri].rule.id for ri in reached],
+        notes=notes,
+        knowledge_base=kb.info,
+    )
+
+
+def _merge(evidence: list[Evidence]) -> Evidence:
+    rules = {r.rule_id: r for e in evidence for r in e.rules}
+    return Evidence(
+        rules=list(rules.values()),
+        facts=_dedupe([f for e in evidence for f in e.facts]),
+        findings=sorted({f for e in evidence for f in e.findings}),
+        scores=sorted({s for e in evidence for s in e.scores}),
+    )
+
+
+def _recommendation_text(kb: KnowledgeBase, rid: str) -> tuple[str, str]:
+    for crule in kb.rules:
+        for action in crule.rule.then:
+            if (
+                isinstance(action, rf.RecommendationAction)
+                and action.recommendation.id == rid
+            ):
+                return action.recommendation.text, action.recommendation.strength
+    return rid, "n/a"

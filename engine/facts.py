@@ -1,0 +1,108 @@
+"""The facts of one patient case, as read from a FHIR bundle or a case file.
+
+A :class:`Case` is what every input reader produces and what the evaluator
+consumes. It keeps every reading with its unit and time (not only the latest
+value), so rules can ask for the latest value, a mean over a window or the
+number of results.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Case", "CodedEntry", "Reading", "Sex"]
+
+Sex = Literal["female", "male", "other", "unknown"]
+
+
+class Reading(BaseModel):
+    """One recorded value of a fact.
+
+    Attributes:
+        value: The number (quantities) or text (coded facts) as recorded.
+        unit: The UCUM unit as it arrived (normalised spelling), or None.
+        time: When it was observed (effective time), or None if not recorded.
+        source: Where it came from: ``Observation/<id>`` or ``case file``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float | str | bool
+    unit: str | None = None
+    time: datetime | None = None
+    source: str = ""
+
+
+class CodedEntry(BaseModel):
+    """A condition, medication or allergy on the record.
+
+    Attributes:
+        concept: The catalogue name it maps to (``hypertension``), or None if
+            the code is not one the knowledge base knows.
+        system: Code system URI (SNOMED CT, RxNorm) or ``local`` for a name.
+        code: The code, or the name typed in a case file.
+        display: Human-readable text.
+        onset: When it started, if known.
+        end: When it ended (abatement, medication stopped), if known.
+        active: Whether the record says it is current.
+        source: ``Condition/<id>`` and the like.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concept: str | None
+    system: str
+    code: str
+    display: str = ""
+    onset: datetime | None = None
+    end: datetime | None = None
+    active: bool = True
+    source: str = ""
+
+
+class Case(BaseModel):
+    """Everything the engine knows about one patient for one evaluation.
+
+    Attributes:
+        case_id: A stable id of the case (FHIR Patient.id or the file name).
+            Never logged above DEBUG.
+        source: The input file or label, for messages.
+        birth_date: Date of birth, if known.
+        age: Age in whole years when given directly (case files); otherwise
+            computed from ``birth_date`` at the evaluation time.
+        sex: Administrative sex as the rules use it.
+        readings: Fact name to its readings, oldest first.
+        conditions: Conditions on the record.
+        medications: Medications on the record.
+        allergies: Allergies and intolerances on the record.
+        last_recorded: The latest time of any dated entry (for ``as_of``
+            defaults on historic records).
+        notes: Things the reader skipped or doubted (unknown units, codes),
+            shown to the user as data-quality notes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: str
+    source: str = ""
+    birth_date: date | None = None
+    age: int | None = None
+    sex: Sex | None = None
+    deceased: datetime | None = None
+    readings: dict[str, tuple[Reading, ...]] = Field(default_factory=dict)
+    conditions: tuple[CodedEntry, ...] = ()
+    medications: tuple[CodedEntry, ...] = ()
+    allergies: tuple[CodedEntry, ...] = ()
+    last_recorded: datetime | None = None
+    notes: tuple[str, ...] = ()
+
+    def without_conditions(self) -> Case:
+        """Return a copy with the recorded conditions left out.
+
+        Used to compare the engine's conclusions with the record's own
+        problem list without letting the list feed the rules.
+        """
+        return self.model_copy(update={"conditions": ()})

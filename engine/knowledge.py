@@ -1,0 +1,383 @@
+"""The knowledge base: rule files and models, loaded once, all or nothing.
+
+:class:`KnowledgeBase` is the library's entry point::
+
+    kb = KnowledgeBase.load()                 # bundled rules/ and models/
+    result = kb.evaluate("patient.json")      # or a dict, or a Case
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import ruleformat as rf
+from .assessment import Assessment, KnowledgeBaseInfo
+from .catalogue import Catalogue, default_catalogue
+from .chaining import Matcher, Session
+from .checks import check_rule_files
+from .compiler import (
+    MAX_CONJUNCTS,
+    MAX_DURABLE_RULES,
+    MAX_PATTERNS_PER_FINDING,
+    CompiledRule,
+    compile_expr,
+    durable_definition,
+    produced_by,
+    to_dnf,
+)
+from .errors import InputError, Problem, RuleFileError
+from .facts import Case
+from .loader import LoadedFile, read_rule_file
+from .scoring import ScoringModel, load_models
+
+__all__ = [
+    "KnowledgeBase",
+    "default_models_dir",
+    "default_rules_dir",
+    "rule_file_paths",
+]
+
+log = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_rules_dir() -> Path:
+    """The bundled knowledge base's rule folder (``rules/`` of the repo)."""
+    return _ROOT / "rules"
+
+
+def default_models_dir() -> Path:
+    """The bundled models folder (``models/`` of the repo)."""
+    return _ROOT / "models"
+
+
+def rule_file_paths(paths: Iterable[Path]) -> list[Path]:
+    """Rule files under the given files or folders; rule tests are left out."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(
+                f for f in p.rglob("*.yaml") if not f.name.endswith(".test.yaml")
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _order(rules: list[CompiledRule]) -> tuple[list[int], list[Problem]]:
+    """Topological order of rules by finding dependencies; sets strata.
+
+    A cycle (a rule that, through findings, depends on itself) is an error: it
+    could fire for ever, and "not F" inside a cycle has no stable meaning.
+    """
+    producers: dict[str, list[int]] = {}
+    for i, r in enumerate(rules):
+        for f in r.produces:
+            producers.setdefault(f, []).append(i)
+    deps: dict[int, list[tuple[int, bool]]] = {}
+    for i, r in enumerate(rules):
+        edges = [
+            (p, False) for f in r.positive_findings() for p in producers.get(f, [])
+        ]
+        edges += [(p, True) for f in r.negated_findings() for p in producers.get(f, [])]
+        deps[i] = edges
+    order: list[int] = []
+    state: dict[int, int] = {}
+    problems: list[Problem] = []
+
+    def visit(i: int, trail: list[int]) -> None:
+        if state.get(i) == 2:
+            return
+        if state.get(i) == 1:
+            cycle = trail[trail.index(i) :] + [i]
+            names = " -> ".join(rules[j].rule.id for j in cycle)
+            r = rules[i]
+            problems.append(
+                Problem(
+                    r.file,
+                    r.line,
+                    1,
+                    f"chaining cycle: {names}; these rules could fire for ever",
+                    rule_id=r.rule.id,
+                    hint="break the cycle: a rule must not depend, through "
+                    "findings, on what it asserts",
+                    code="cycle",
+                )
+            )
+            return
+        state[i] = 1
+        for j, _neg in deps[i]:
+            visit(j, [*trail, i])
+        state[i] = 2
+        order.append(i)
+
+    for i in range(len(rules)):
+        visit(i, [])
+    if problems:
+        return order, problems
+    for i in order:
+        rules[i].stratum = max(
+            [0] + [rules[j].stratum + (1 if neg else 0) for j, neg in deps[i]]
+        )
+    return order, []
+
+
+class KnowledgeBase:
+    """Rule files and models, compiled and ready to evaluate many cases.
+
+    Loading is all or nothing: any error in any rule file refuses the whole
+    knowledge base with every problem listed (:class:`RuleFileError`).
+    """
+
+    def __init__(
+        self,
+        files: list[LoadedFile],
+        models: dict[str, ScoringModel],
+        catalogue: Catalogue,
+        content_hash: str,
+    ) -> None:
+        self.files = files
+        self.models = models
+        self.catalogue = catalogue
+        self.calculations = [c for f in files for c in f.model.calculations]
+        self.rules: list[CompiledRule] = []
+        self.leaves: list[rf.Condition] = []
+        problems: list[Problem] = []
+        for f in files:
+            for i, rule in enumerate(f.model.rules):
+                line = f.raw["rules"].lc.item(i)[0] + 1
+                expr = compile_expr(rule.when, self.leaves)
+                start = len(self.leaves)
+                try:
+                    conjuncts = to_dnf(expr)
+                except OverflowError:
+                    problems.append(
+                        Problem(
+                            f.path,
+                            line,
+                            1,
+                            f"the condition expands to more than "
+                            f"{MAX_CONJUNCTS} alternatives",
+                            rule_id=rule.id,
+                            hint="split the rule, or move finding "
+                            "tests out of any/at_least lists",
+                            code="too-complex",
+                        )
+                    )
+                    conjuncts = []
+                used = sorted(
+                    {int(k) for c in conjuncts for kind, k, _ in c if kind == "L"}
+                )
+                self.rules.append(
+                    CompiledRule(
+                        rule,
+                        f.model.ruleset,
+                        f.path,
+                        line,
+                        expr,
+                        used or list(range(start, len(self.leaves))),
+                        conjuncts,
+                        produced_by(rule),
+                    )
+                )
+        self.order, cycle_problems = _order(self.rules)
+        problems += cycle_problems
+        problems += self._capacity()
+        if any(p.severity == "error" for p in problems):
+            raise RuleFileError(problems)
+        self.gates: list[list[str]] = []
+        self.used_leaves: set[tuple[int, bool]] = set()
+        self.matcher = Matcher(
+            self._definition,
+            self._on_fire,
+            lambda: self._findings_used,
+            max_firings=max(100, 20 * len(self.rules)),
+        )
+        self.info = KnowledgeBaseInfo(
+            content_hash=content_hash,
+            rulesets={f.model.ruleset.id: f.model.ruleset.version for f in files},
+            models={m.id: m.version for m in models.values()},
+        )
+
+    def _definition(self, action_for: Any) -> dict[str, Any]:
+        definition, self.used_leaves, self._findings_used, gates = durable_definition(
+            self.rules, action_for
+        )
+        self.gates = [gates.get(k, []) for k in range(max(gates, default=-1) + 1)]
+        return definition
+
+    def _capacity(self) -> list[Problem]:
+        out = []
+        total = sum(max(1, len(r.conjuncts)) for r in self.rules)
+        if total > MAX_DURABLE_RULES:
+            r = self.rules[-1]
+            out.append(
+                Problem(
+                    r.file,
+                    1,
+                    1,
+                    f"the knowledge base compiles to {total} matcher rules; "
+                    f"durable-rules allows at most {MAX_DURABLE_RULES}",
+                    hint="split any/at_least conditions over findings into "
+                    "separate rules, or remove rulesets",
+                    code="capacity",
+                )
+            )
+        uses: dict[str, int] = {}
+        for r in self.rules:
+            for c in r.conjuncts:
+                for kind, key, _ in c:
+                    if kind == "F":
+                        uses[str(key)] = uses.get(str(key), 0) + 1
+        for finding, n in uses.items():
+            if n > MAX_PATTERNS_PER_FINDING:
+                out.append(
+                    Problem(
+                        self.rules[0].file,
+                        1,
+                        1,
+                        f"finding `{finding}` is tested by {n} matcher rules; "
+                        f"durable-rules fails above 64",
+                        hint="introduce an intermediate finding",
+                        code="capacity",
+                    )
+                )
+        return out
+
+    def _on_fire(self, session: Session, rule_index: int, conjunct: int) -> list[str]:
+        return self.rules[rule_index].produces
+
+    @classmethod
+    def load(
+        cls,
+        rules: Path | Iterable[Path] | None = None,
+        models: Path | None = None,
+        *,
+        catalogue: Catalogue | None = None,
+    ) -> KnowledgeBase:
+        """Load rule files and models.
+
+        Args:
+            rules: A folder, a file, or several; default the bundled ``rules/``.
+            models: A folder of model folders; default the bundled ``models/``.
+            catalogue: The fact catalogue; default the engine's.
+
+        Raises:
+            RuleFileError: With every problem of every file, if any is an error.
+            ModelError: If a model cannot be loaded.
+        """
+        catalogue = catalogue or default_catalogue()
+        if rules is None:
+            rule_inputs = [default_rules_dir()]
+        elif isinstance(rules, Path | str):
+            rule_inputs = [Path(rules)]
+        else:
+            rule_inputs = [Path(p) for p in rules]
+        missing = [p for p in rule_inputs if not p.exists()]
+        if missing:
+            raise RuleFileError(
+                [
+                    Problem(
+                        str(p),
+                        0,
+                        0,
+                        "no such file or folder",
+                        hint="give a rule file or a folder of them",
+                        code="missing",
+                    )
+                    for p in missing
+                ]
+            )
+        paths = rule_file_paths(rule_inputs)
+        if not paths:
+            raise RuleFileError(
+                [
+                    Problem(
+                        str(rule_inputs[0]),
+                        0,
+                        0,
+                        "no rule files (*.yaml) found",
+                        code="missing",
+                    )
+                ]
+            )
+        model_dir = default_models_dir() if models is None else Path(models)
+        loaded_models = load_models(model_dir) if model_dir.exists() else {}
+
+        files: list[LoadedFile] = []
+        problems: list[Problem] = []
+        for path in paths:
+            loaded, found = read_rule_file(path)
+            problems += found
+            if loaded is not None:
+                files.append(loaded)
+        if not problems:
+            problems += check_rule_files(files, catalogue, set(loaded_models))
+        if any(p.severity == "error" for p in problems):
+            raise RuleFileError(problems)
+        artifacts = [m.folder / "model.skops" for m in loaded_models.values()]
+        content = _digest(paths + [a for a in artifacts if a.exists()])
+        kb = cls(files, loaded_models, catalogue, content)
+        kb.warnings = [p for p in problems if p.severity != "error"]
+        log.info(
+            "loaded knowledge base: %d rules in %d rulesets, %d models",
+            len(kb.rules),
+            len(files),
+            len(loaded_models),
+        )
+        return kb
+
+    warnings: list[Problem] = []
+
+    def evaluate(
+        self,
+        case: Case | dict[str, Any] | str | Path,
+        *,
+        as_of: datetime | None = None,
+        use_conditions: bool = True,
+    ) -> Assessment:
+        """Evaluate one case.
+
+        Args:
+            case: A :class:`Case`, a FHIR Bundle as a dict, or a path to a FHIR
+                bundle or case file.
+            as_of: The evaluation time; default now. Readings after it are
+                ignored, so a case evaluates the same way on any day.
+            use_conditions: False leaves the record's problem list out (to
+                compare the engine's conclusions with it).
+
+        Raises:
+            InputError: If the input cannot be read.
+        """
+        from .evaluation import evaluate_case
+        from .inputs import read_input, read_input_data
+
+        if isinstance(case, str | Path):
+            case = read_input(Path(case), catalogue=self.catalogue)
+        elif isinstance(case, dict):
+            case = read_input_data(case, source="<bundle>", catalogue=self.catalogue)
+        if not isinstance(case, Case):
+            raise InputError(
+                "<input>",
+                "",
+                f"cannot evaluate a {type(case).__name__}",
+                "pass a Case, a FHIR Bundle dict or a file path",
+            )
+        if not use_conditions:
+            case = case.without_conditions()
+        when = as_of or datetime.now(UTC)
+        return evaluate_case(self, case, when)

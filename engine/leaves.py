@@ -1,0 +1,335 @@
+"""Three-valued evaluation of the fact-level parts of a rule's ``when``.
+
+A *leaf* is a subtree of a condition that mentions no finding: comparisons of
+facts and scores, problem-list, medication and allergy tests, and their
+all/any/not/at-least combinations. A leaf is true, false or unknown (None);
+unknown is not false: it names the facts that were missing. durable-rules
+cannot say "unknown" (an absent attribute is silence), so it is computed here
+and only decided leaves reach the matcher.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from statistics import fmean
+
+from . import ruleformat as rf
+from .assessment import FactUsed, Score
+from .caseview import CaseView, parse_duration
+from .catalogue import QuantityFact
+from .facts import Reading
+from .units import convert, normalise_unit
+
+__all__ = [
+    "LeafResult",
+    "Threshold",
+    "evaluate_leaf",
+    "parse_threshold",
+    "thresholds_of",
+]
+
+_OPS = {
+    "above": (lambda v, t: v > t, ">"),
+    "at_least": (lambda v, t: v >= t, ">="),
+    "below": (lambda v, t: v < t, "<"),
+    "at_most": (lambda v, t: v <= t, "<="),
+}
+_NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One cut point in one unit."""
+
+    value: float
+    unit: str
+
+
+@dataclass
+class LeafResult:
+    """The truth of a leaf, with what it used and what it lacked."""
+
+    value: bool | None
+    facts: list[FactUsed] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    detail: list[str] = field(default_factory=list)
+
+
+def parse_threshold(raw: str | float) -> Threshold:
+    """Parse ``140 mmHg`` into a Threshold (the unit normalised to UCUM).
+
+    Raises:
+        ValueError: If there is no number first.
+    """
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return Threshold(float(raw), "")
+    match = _NUMBER_UNIT.match(str(raw))
+    if not match:
+        raise ValueError(f"`{raw}` is not a number followed by a unit")
+    return Threshold(float(match.group(1)), normalise_unit(match.group(2)))
+
+
+def thresholds_of(raw: rf.Threshold | None) -> list[Threshold]:
+    """All cut points given for one operator."""
+    if raw is None:
+        return []
+    items = raw if isinstance(raw, list) else [raw]
+    return [parse_threshold(i) for i in items]
+
+
+def _round(value: float, fact: QuantityFact, unit: str) -> float:
+    # Spec 0.3: round half-up in the canonical unit before banding, so that a
+    # value on a band edge is not pushed below it by floating-point noise.
+    if unit == fact.unit and fact.decimals is not None:
+        quantum = Decimal(1).scaleb(-fact.decimals)
+        return float(Decimal(repr(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+    return round(value, 6)
+
+
+def _in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
+    assert isinstance(reading.value, float)
+    return _round(
+        convert(reading.value, reading.unit or fact.unit, unit, fact), fact, unit
+    )
+
+
+def _compare_value(
+    value: float, value_unit: str, cond: rf.FactComparison, fact: QuantityFact
+) -> tuple[bool, list[str]]:
+    """Compare a value with every operator's cut point, in the value's own unit.
+
+    Spec 0.2: where a guideline gives a cut point in both unit systems, the
+    value is compared with the one for the unit it arrived in.
+    """
+    ok = True
+    shown = []
+    for op, (test, sign) in _OPS.items():
+        cuts = thresholds_of(getattr(cond, op))
+        if not cuts:
+            continue
+        native = [c for c in cuts if c.unit == value_unit]
+        cut = native[0] if native else cuts[0]
+        v = (
+            value
+            if native
+            else _round(convert(value, value_unit, cut.unit, fact), fact, cut.unit)
+        )
+        ok = ok and test(v, cut.value)
+        shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
+    return ok, shown
+
+
+def _days(view: CaseView, readings: list[Reading]) -> int:
+    return len({view.time_of(r).date() for r in readings})
+
+
+def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
+    fact = view.catalogue.quantities[cond.fact]
+    within = parse_duration(cond.within) if cond.within else None
+    readings = [r for r in view.select(cond.fact, within) if isinstance(r.value, float)]
+    window = f" within {cond.within}" if cond.within else ""
+    if not readings:
+        detail = [f"no {cond.fact}{window}"]
+        if cond.if_missing is not None:
+            return LeafResult(cond.if_missing, detail=detail)
+        return LeafResult(None, missing=[cond.fact], detail=detail)
+    has_threshold = any(getattr(cond, op) is not None for op in _OPS)
+    if not has_threshold:
+        latest = readings[-1]
+        return LeafResult(True, facts=[_used(view, cond.fact, latest, "latest")])
+
+    if cond.lasting_more_than:
+        return _lasting(view, cond, fact, readings)
+
+    if cond.readings > 1:
+        passing = [
+            r
+            for r in readings
+            if _compare_value(r.value, r.unit or fact.unit, cond, fact)[0]  # type: ignore[arg-type]
+        ]
+        days = _days(view, passing)
+        used = [_used(view, cond.fact, r, "latest") for r in passing]
+        text = f"{days} of {cond.readings} {cond.fact} results on separate days meet the cut point"
+        return LeafResult(days >= cond.readings, facts=used, detail=[text])
+
+    if cond.value == "latest":
+        chosen = readings[-1]
+        ok, shown = _compare_value(chosen.value, chosen.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
+        return LeafResult(
+            ok, facts=[_used(view, cond.fact, chosen, "latest")], detail=shown
+        )
+
+    if _days(view, readings) < cond.min_readings:
+        return LeafResult(
+            None,
+            missing=[cond.fact],
+            detail=[
+                f"{cond.value} of {cond.fact} needs {cond.min_readings} readings on "
+                f"separate days{window}; found {_days(view, readings)}"
+            ],
+        )
+    units = {r.unit or fact.unit for r in readings}
+    first_cut = next(
+        (thresholds_of(getattr(cond, op))[0] for op in _OPS if getattr(cond, op)), None
+    )
+    unit = (
+        units.pop() if len(units) == 1 else (first_cut.unit if first_cut else fact.unit)
+    )
+    values = [_in_unit(r, unit, fact) for r in readings]
+    agg = (
+        fmean(values)
+        if cond.value == "mean"
+        else (min(values) if cond.value == "min" else max(values))
+    )
+    agg = _round(agg, fact, unit)
+    ok, shown = _compare_value(agg, unit, cond, fact)
+    used = FactUsed(
+        name=cond.fact,
+        value=agg,
+        unit=unit,
+        time=view.time_of(readings[-1]),
+        aggregate=cond.value,
+        readings=len(readings),
+        source=", ".join(r.source for r in readings[-5:] if r.source),
+    )
+    return LeafResult(ok, facts=[used], detail=shown)
+
+
+def _lasting(
+    view: CaseView, cond: rf.FactComparison, fact: QuantityFact, readings: list[Reading]
+) -> LeafResult:
+    """The latest reading passes, and the run of passing ones spans long enough.
+
+    A run that is still too short cannot be determined yet (KDIGO: CKD needs
+    more than 3 months; spec section 4), which is not the same as false.
+    """
+    assert cond.lasting_more_than is not None
+    needed = parse_duration(cond.lasting_more_than)
+    run: list[Reading] = []
+    for r in reversed(readings):
+        ok, _shown = _compare_value(r.value, r.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
+        if not ok:
+            break
+        run.append(r)
+    if not run or run[0] is not readings[-1]:
+        return LeafResult(False, facts=[_used(view, cond.fact, readings[-1], "latest")])
+    span = view.time_of(run[0]) - view.time_of(run[-1])
+    used = [_used(view, cond.fact, r, "latest") for r in (run[0], run[-1])]
+    if span > needed:
+        text = f"{cond.fact} in range for {span.days} days (more than {cond.lasting_more_than})"
+        return LeafResult(True, facts=used, detail=[text])
+    text = (
+        f"{cond.fact} in range for {span.days} days so far; needs more than "
+        f"{cond.lasting_more_than}"
+    )
+    return LeafResult(
+        None, facts=used, missing=[f"{cond.fact} (duration)"], detail=[text]
+    )
+
+
+def _used(view: CaseView, name: str, r: Reading, aggregate: str) -> FactUsed:
+    value = r.value
+    fact = view.catalogue.quantities.get(name)
+    if fact is not None and isinstance(value, float) and (r.unit or fact.unit) == fact.unit:
+        value = _round(value, fact, fact.unit)
+    return FactUsed(
+        name=name,
+        value=value,
+        unit=r.unit,
+        time=view.time_of(r),
+        aggregate=aggregate,
+        source=r.source,
+    )
+
+
+def _score(scores: dict[str, Score], cond: rf.ScoreTest) -> LeafResult:
+    score = scores.get(cond.score)
+    if score is None or score.value is None:
+        missing = list(score.missing) if score else [cond.score]
+        return LeafResult(
+            None, missing=missing, detail=[f"score {cond.score} not available"]
+        )
+    ok = True
+    for op, (test, _sign) in _OPS.items():
+        cut = getattr(cond, op)
+        if cut is not None:
+            ok = ok and test(score.value, float(cut))
+    used = FactUsed(name=f"score:{cond.score}", value=round(score.value, 4), unit=None)
+    return LeafResult(ok, facts=[used])
+
+
+def _combine_all(parts: list[LeafResult]) -> LeafResult:
+    out = LeafResult(True)
+    for p in parts:
+        out.facts += p.facts
+        out.detail += p.detail
+        if p.value is False:
+            out.value = False
+        elif p.value is None and out.value is not False:
+            out.value = None
+    if out.value is None:
+        out.missing = sorted({m for p in parts if p.value is None for m in p.missing})
+    if out.value is False:
+        out.missing = []
+    return out
+
+
+def _combine_at_least(k: int, parts: list[LeafResult]) -> LeafResult:
+    true = sum(1 for p in parts if p.value is True)
+    unknown = sum(1 for p in parts if p.value is None)
+    value: bool | None
+    if true >= k:
+        # Spec 0.4 [convention]: known inputs that already force the result
+        # decide it, whatever the missing ones would be.
+        value = True
+    elif true + unknown < k:
+        value = False
+    else:
+        value = None
+    out = LeafResult(value)
+    for p in parts:
+        if p.value is True:
+            out.facts += p.facts
+        out.detail += p.detail
+    if value is None:
+        out.missing = sorted({m for p in parts if p.value is None for m in p.missing})
+    return out
+
+
+def evaluate_leaf(
+    view: CaseView, cond: rf.Condition, scores: dict[str, Score]
+) -> LeafResult:
+    """Evaluate a finding-free condition in three values.
+
+    Raises:
+        UnitError: If a reading's unit cannot be converted for the comparison.
+    """
+    if isinstance(cond, rf.FactComparison):
+        return _comparison(view, cond)
+    if isinstance(cond, rf.ScoreTest):
+        return _score(scores, cond)
+    if isinstance(cond, rf.ConditionTest):
+        since = parse_duration(cond.for_more_than) if cond.for_more_than else None
+        ok = view.has_condition(cond.condition, since)
+        return LeafResult(ok, facts=[FactUsed(name=cond.condition, value=ok)])
+    if isinstance(cond, rf.MedicationTest):
+        ok = view.taking(cond.taking)
+        return LeafResult(ok, facts=[FactUsed(name=f"taking:{cond.taking}", value=ok)])
+    if isinstance(cond, rf.AllergyTest):
+        ok = view.allergic_to(cond.allergic_to)
+        name = f"allergic_to:{cond.allergic_to}"
+        return LeafResult(ok, facts=[FactUsed(name=name, value=ok)])
+    if isinstance(cond, rf.AllOf):
+        return _combine_all([evaluate_leaf(view, c, scores) for c in cond.all])
+    if isinstance(cond, rf.AnyOf):
+        return _combine_at_least(1, [evaluate_leaf(view, c, scores) for c in cond.any])
+    if isinstance(cond, rf.AtLeastOf):
+        parts = [evaluate_leaf(view, c, scores) for c in cond.of]
+        return _combine_at_least(cond.at_least, parts)
+    if isinstance(cond, rf.Not):
+        inner = evaluate_leaf(view, cond.not_, scores)
+        flipped = None if inner.value is None else not inner.value
+        return LeafResult(flipped, inner.facts, inner.missing, inner.detail)
+    raise TypeError(f"not a fact-level condition: {type(cond).__name__}")
