@@ -18,6 +18,9 @@ What it handles, from ``durable-rules-notes.md`` (each pinned by a test in
 - An action that keeps re-asserting could run for ever: a firing cap stops it.
 - Deleting a session in which no action ran has crashed the process: a start
   fact matched by a no-op rule makes an action run in every session.
+- A finding that cannot be determined is asserted as ``u: true`` before the
+  gates of a higher stratum, so that "not F" does not fire on an F that might
+  hold; positive patterns ask for ``u: false``.
 - Values: only booleans, small integers and ids reach the matcher, never a
   measured number (text comparison of numbers, NaN and numpy types).
 """
@@ -27,7 +30,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +112,8 @@ class Matcher:
                         continue
                     session.asserted.add(finding)
                     if finding in self._findings_used:
-                        c.assert_fact({"t": "finding", "f": finding})
-            except MessageObservedException:
+                        c.assert_fact({"t": "finding", "f": finding, "u": False})
+            except (MessageObservedException, MessageNotHandledException):
                 pass
             except Exception as err:  # recorded: durable would swallow it
                 session.errors.append(
@@ -118,11 +122,12 @@ class Matcher:
 
         return act
 
-    def run(self, leaves: list[dict[str, Any]], gates: list[list[str]]) -> Session:
-        """Run one case: assert leaf facts, then each stratum's gates.
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Open one case's session; it is deleted when the block ends.
 
-        Returns:
-            The session record (fired conjuncts, asserted findings, errors).
+        Use :meth:`assert_facts` inside the block, in the order the case needs
+        (leaf facts first, then each stratum's gates).
         """
         with self._lock:
             sid = f"s{next(self._sids)}"
@@ -130,18 +135,26 @@ class Matcher:
             self._sessions[sid] = session
             try:
                 self._assert({"t": "start", "sid": sid}, session)
-                for fact in leaves:
-                    self._assert({**fact, "sid": sid}, session)
-                for stratum in gates:
-                    for gate in stratum:
-                        self._assert({"t": "gate", "g": gate, "sid": sid}, session)
+                yield session
             finally:
                 try:
                     self._host.delete_state(self.name, sid)
                 except Exception as err:  # the case result stands; say so
                     session.errors.append(f"could not delete matcher session: {err}")
                 del self._sessions[sid]
-            return session
+
+    def assert_facts(self, session: Session, facts: list[dict[str, Any]]) -> None:
+        """Assert facts one by one into an open session (chaining runs inside)."""
+        for fact in facts:
+            self._assert({**fact, "sid": session.sid}, session)
+
+    def run(self, leaves: list[dict[str, Any]], gates: list[list[str]]) -> Session:
+        """Run one case in one go: leaf facts, then each stratum's gates."""
+        with self.session() as session:
+            self.assert_facts(session, leaves)
+            for stratum in gates:
+                self.assert_facts(session, [{"t": "gate", "g": g} for g in stratum])
+        return session
 
     def _assert(self, fact: dict[str, Any], session: Session) -> None:
         try:

@@ -255,7 +255,13 @@ def durable_definition(
         for ci, conj in enumerate(crule.conjuncts):
             name = f"r{ri}_{ci}"
             patterns: list[dict[str, Any]] = []
-            for n, (kind, key, want) in enumerate(sorted(conj, key=str)):
+            # A gate first, then positive patterns, `none` patterns last: durable
+            # evaluates a `none` against the facts joined before it.
+            if any(kind == "F" and not want for kind, _k, want in conj) or not conj:
+                gates.setdefault(crule.stratum, []).append(name)
+                patterns.append({"g": {"$and": [{"t": "gate"}, {"g": name}]}})
+            ordered = sorted(conj, key=lambda lit: (lit[0] == "F" and not lit[2], str(lit)))
+            for n, (kind, key, want) in enumerate(ordered):
                 if kind == "L":
                     used_leaves.add((int(key), want))
                     patterns.append(
@@ -268,16 +274,13 @@ def durable_definition(
                 elif want:
                     used_findings.add(str(key))
                     patterns.append(
-                        {f"f{n}": {"$and": [{"t": "finding"}, {"f": key}]}}
+                        {f"f{n}": {"$and": [{"t": "finding"}, {"f": key}, {"u": False}]}}
                     )
                 else:
                     used_findings.add(str(key))
                     patterns.append(
                         {f"n{n}$not": {"$and": [{"t": "finding"}, {"f": key}]}}
                     )
-            if any(kind == "F" and not want for kind, _k, want in conj) or not patterns:
-                gates.setdefault(crule.stratum, []).append(name)
-                patterns.append({"g": {"$and": [{"t": "gate"}, {"g": name}]}})
             definition[name] = {"all": patterns, "run": action_for(ri, ci)}
             crule.durable_names.append(name)
     return definition, used_leaves, used_findings, gates

@@ -162,15 +162,8 @@ def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
         for i, res in leaves.items()
         if res.value is not None and (i, res.value) in kb.used_leaves
     ]
-    session = kb.matcher.run(facts, kb.gates)
-    problems += session.errors
-    if session.capped:
-        problems.append("the firing cap was reached; the chaining was stopped")
-    fired = {}
-    for ri, ci in session.fired:
-        fired.setdefault(ri, ci)
 
-    # Three-valued pass, in dependency order, with the matcher cross-checked.
+    # Three-valued pass, in dependency order: what holds, what cannot be known.
     found: dict[str, bool | None] = {}
     finding_missing: dict[str, list[str]] = {}
     status: dict[int, bool | None] = {}
@@ -178,11 +171,6 @@ def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
         crule = kb.rules[ri]
         value = _truth(crule.expr, leaves, found)
         status[ri] = value
-        if value is True and ri not in fired or value is not True and ri in fired:
-            problems.append(
-                f"rule {crule.rule.id}: the matcher and the three-valued "
-                "check disagree; its result is not reported"
-            )
         for f in crule.produces:
             if value is True:
                 found[f] = True
@@ -192,6 +180,32 @@ def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
                 finding_missing[f] = sorted({*finding_missing.get(f, []), *miss})
             else:
                 found.setdefault(f, False)
+
+    # The matcher chains the findings. Before each stratum's gates, findings
+    # settled below it that cannot be determined are asserted as unknown, so
+    # that "not F" does not fire on an F that might hold.
+    with kb.matcher.session() as session:
+        kb.matcher.assert_facts(session, facts)
+        for k, gates in enumerate(kb.gates):
+            unknown = [
+                {"t": "finding", "f": f, "u": True}
+                for f, settled_below in kb.settled_below(k)
+                if settled_below and found.get(f, False) is None
+            ]
+            kb.matcher.assert_facts(session, unknown)
+            kb.matcher.assert_facts(session, [{"t": "gate", "g": g} for g in gates])
+    problems += session.errors
+    if session.capped:
+        problems.append("the firing cap was reached; the chaining was stopped")
+    fired: dict[int, int] = {}
+    for ri, ci in session.fired:
+        fired.setdefault(ri, ci)
+    for ri in kb.order:
+        if (status[ri] is True) != (ri in fired):
+            problems.append(
+                f"rule {kb.rules[ri].rule.id}: the matcher and the three-valued "
+                "check disagree; its result is not reported"
+            )
     reached = [ri for ri in kb.order if status[ri] is True and ri in fired]
     return _assemble(
         kb,

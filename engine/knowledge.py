@@ -207,11 +207,23 @@ class KnowledgeBase:
             lambda: self._findings_used,
             max_firings=max(100, 20 * len(self.rules)),
         )
+        negated = {f for r in self.rules for f in r.negated_findings()}
+        self._settled: dict[int, list[tuple[str, bool]]] = {
+            k: [
+                (f, all(r.stratum < k for r in self.rules if f in r.produces))
+                for f in sorted(negated)
+            ]
+            for k in range(len(self.gates))
+        }
         self.info = KnowledgeBaseInfo(
             content_hash=content_hash,
             rulesets={f.model.ruleset.id: f.model.ruleset.version for f in files},
             models={m.id: m.version for m in models.values()},
         )
+
+    def settled_below(self, stratum: int) -> list[tuple[str, bool]]:
+        """Negated findings, each with whether all its producers are below ``stratum``."""
+        return self._settled.get(stratum, [])
 
     def _definition(self, action_for: Any) -> dict[str, Any]:
         definition, self.used_leaves, self._findings_used, gates = durable_definition(

@@ -1,0 +1,563 @@
+"""Read a hand-written case file (YAML, or JSON, which is YAML) into a Case.
+
+The format (see ``examples/README.md``)::
+
+    id: example-ckd-diabetes          # optional; default: the file name stem
+    patient: {age: 67, sex: female}   # or birth_date: 1957-03-02; deceased: date
+    facts:
+      systolic_bp: 142 mmHg           # "value unit", "value unit @ date"
+      diastolic_bp: {value: 88, unit: mmHg, time: 2024-03-01}
+      hba1c: [7.1 % @ 2024-01-10, {value: 53, unit: mmol/mol, time: 2024-04-02}]
+    conditions: [hypertension]        # or {name, onset, end, active}
+    medications: [metformin]          # catalogue names or free text
+    allergies: [penicillin]
+
+Files are parsed with the ruamel.yaml round-trip loader because it keeps the
+line and column of every node, so each error names ``line L, column C`` and the
+path of the offending value. The same checks run on a plain mapping (no
+positions) for callers that hold already-parsed data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import PurePath
+from typing import Any, Final, NoReturn
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from .catalogue import Catalogue, QuantityFact, default_catalogue
+from .errors import InputError, UnitError
+from .facts import Case, CodedEntry, Reading, Sex
+from .fhir import accept_unit, parse_datetime, plausibility_note
+
+__all__ = ["load_yaml", "read_case_data", "read_case_file"]
+
+logger = logging.getLogger(__name__)
+
+TOP_KEYS: Final = ("id", "patient", "facts", "conditions", "medications", "allergies")
+PATIENT_KEYS: Final = ("age", "birth_date", "sex", "deceased")
+READING_KEYS: Final = ("value", "unit", "time")
+ENTRY_KEYS: Final = ("name", "onset", "end", "active")
+_SEXES: Final[tuple[Sex, ...]] = ("female", "male", "other", "unknown")
+_READING = re.compile(
+    r"\s*(?P<value>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"\s*(?P<unit>[^@]*?)\s*(?:@\s*(?P<time>.*?)\s*)?"
+)
+_SYNTAX_HINT: Final = (
+    "a case file is YAML (or JSON) indented with spaces; see examples/README.md"
+)
+
+Pos = tuple[int, int] | None
+# onset, end, active of a condition, medication or allergy
+Span = tuple[datetime | None, datetime | None, bool]
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML text, keeping line and column information.
+
+    Args:
+        text: The file's text.
+        source: The file name or label, for messages.
+
+    Returns:
+        The parsed document (ruamel ``CommentedMap`` and ``CommentedSeq``
+        nodes, which carry positions), or None for an empty document.
+
+    Raises:
+        InputError: On a tab in the indentation, a duplicate key or any YAML
+            syntax error, with its line and column.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            raise InputError(
+                source=source,
+                where=f"line {number}, column {indent.index(chr(9)) + 1}",
+                reason="a tab in the indentation",
+                hint="indent with spaces; YAML does not allow tabs there",
+            )
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except DuplicateKeyError as err:
+        mark = err.problem_mark
+        raise InputError(
+            source=source,
+            where=_where((mark.line + 1, mark.column + 1), "") if mark else "",
+            reason=f"duplicate key: {err.problem}",
+            hint="each key may appear once in a mapping; merge the two",
+        ) from None
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        reason = " ".join(p for p in (err.context, err.problem) if p)
+        raise InputError(
+            source=source,
+            where=_where((mark.line + 1, mark.column + 1), "") if mark else "",
+            reason=f"not valid YAML: {reason}",
+            hint=_SYNTAX_HINT,
+        ) from None
+    except YAMLError as err:
+        raise InputError(
+            source=source, where="", reason=f"not valid YAML: {err}", hint=_SYNTAX_HINT
+        ) from None
+
+
+def read_case_file(
+    text: str, *, source: str, catalogue: Catalogue | None = None
+) -> Case:
+    """Read a case file's text into a Case.
+
+    Args:
+        text: The YAML or JSON text.
+        source: The file name or label; its stem is the default case id.
+        catalogue: The fact catalogue; the shipped one by default.
+
+    Returns:
+        The case, readings oldest first (undated readings last, as current).
+
+    Raises:
+        InputError: For any syntax or content problem, with ``where`` like
+            ``line 7, column 7 (facts.hba1c[1])``.
+    """
+    return read_case_data(
+        load_yaml(text, source=source), source=source, catalogue=catalogue
+    )
+
+
+def read_case_data(
+    data: Any, *, source: str, catalogue: Catalogue | None = None
+) -> Case:
+    """Read a parsed case-file document (from :func:`load_yaml` or a plain dict).
+
+    Args:
+        data: The top-level mapping.
+        source: The file name or label.
+        catalogue: The fact catalogue; the shipped one by default.
+
+    Returns:
+        The case.
+
+    Raises:
+        InputError: For any content problem; with line and column when the
+            document came from :func:`load_yaml`.
+    """
+    return _CaseReader(source, catalogue or default_catalogue()).read(data)
+
+
+def _where(pos: Pos, path: str) -> str:
+    if pos is None:
+        return path
+    place = f"line {pos[0]}, column {pos[1]}"
+    return f"{place} ({path})" if path else place
+
+
+def _key_pos(node: Any, key: Any) -> Pos:
+    try:
+        line, col = node.lc.key(key)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return (line + 1, col + 1)
+
+
+def _value_pos(node: Any, key: Any) -> Pos:
+    if isinstance(node, dict) and node.get(key) is None:
+        return _key_pos(node, key)  # ruamel places a null at the next token
+    try:
+        line, col = node.lc.value(key)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return (line + 1, col + 1)
+
+
+def _item_pos(node: Any, index: int) -> Pos:
+    try:
+        line, col = node.lc.item(index)
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return None
+    return (line + 1, col + 1)
+
+
+def _nearest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+class _CaseReader:
+    """State while reading one case file."""
+
+    def __init__(self, source: str, catalogue: Catalogue) -> None:
+        self.source = source
+        self.catalogue = catalogue
+        self.notes: list[str] = []
+        self.times: list[datetime] = []
+
+    def fail(self, pos: Pos, path: str, reason: str, hint: str = "") -> NoReturn:
+        raise InputError(
+            source=self.source, where=_where(pos, path), reason=reason, hint=hint
+        )
+
+    def mapping(
+        self, node: Any, pos: Pos, path: str, keys: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Check a mapping's keys; return it with string keys."""
+        if not isinstance(node, dict):
+            self.fail(pos, path, f"expected a mapping, got {_kind(node)}")
+        for key in node:
+            if not isinstance(key, str) or key not in keys:
+                shown = key if isinstance(key, str) else repr(key)
+                at = f"{path}.{shown}" if path else str(shown)
+                self.fail(
+                    _key_pos(node, key),
+                    at,
+                    f"unknown key `{shown}`{_nearest(str(shown), keys)}",
+                    f"allowed here: {', '.join(keys)}",
+                )
+        return node
+
+    def read(self, data: Any) -> Case:
+        if data is None:
+            self.fail(None, "", "the case file is empty", "see examples/README.md")
+        doc = self.mapping(data, (1, 1) if hasattr(data, "lc") else None, "", TOP_KEYS)
+        case_id = PurePath(self.source).stem or self.source
+        if "id" in doc:
+            raw = doc["id"]
+            if isinstance(raw, bool) or not isinstance(raw, str | int) or raw == "":
+                self.fail(_value_pos(doc, "id"), "id", "`id` must be a non-empty text")
+            case_id = str(raw)
+        patient = self.patient(doc)
+        readings = self.facts(doc)
+        conditions = self.entries(doc, "conditions", self.condition)
+        medications = self.entries(doc, "medications", self.medication)
+        allergies = self.entries(doc, "allergies", self.allergy)
+        logger.debug("read case file %s", case_id)
+        return Case(
+            case_id=case_id,
+            source=self.source,
+            readings=readings,
+            conditions=tuple(conditions),
+            medications=tuple(medications),
+            allergies=tuple(allergies),
+            last_recorded=max(self.times, default=None),
+            notes=tuple(self.notes),
+            **patient,
+        )
+
+    # patient -------------------------------------------------------------
+
+    def patient(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if "patient" not in doc:
+            return {}
+        node = self.mapping(
+            doc["patient"], _value_pos(doc, "patient"), "patient", PATIENT_KEYS
+        )
+        out: dict[str, Any] = {}
+        if "age" in node and "birth_date" in node:
+            self.fail(
+                _key_pos(node, "birth_date"),
+                "patient.birth_date",
+                "both `age` and `birth_date` are given",
+                "give one of them",
+            )
+        if "age" in node:
+            age = node["age"]
+            if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= 130:
+                self.fail(
+                    _value_pos(node, "age"),
+                    "patient.age",
+                    f"age must be whole years from 0 to 130, got {age!r}",
+                    "write e.g. `age: 67`",
+                )
+            out["age"] = int(age)
+        if "birth_date" in node:
+            pos = _value_pos(node, "birth_date")
+            born = self.time(node["birth_date"], pos, "patient.birth_date")
+            out["birth_date"] = born.date()
+        if "deceased" in node:
+            pos = _value_pos(node, "deceased")
+            out["deceased"] = self.time(node["deceased"], pos, "patient.deceased")
+        if "sex" in node:
+            sex = node["sex"]
+            text = sex.strip().lower() if isinstance(sex, str) else ""
+            if text not in _SEXES:
+                self.fail(
+                    _value_pos(node, "sex"),
+                    "patient.sex",
+                    f"unknown sex {sex!r}{_nearest(text, _SEXES)}",
+                    f"use one of: {', '.join(_SEXES)}",
+                )
+            out["sex"] = text
+        return out
+
+    def time(self, value: Any, pos: Pos, path: str) -> datetime:
+        """Read a date or datetime (YAML timestamp or text) as an aware datetime."""
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, str):
+            try:
+                return parse_datetime(value.strip())
+            except ValueError:
+                pass
+        self.fail(
+            pos,
+            path,
+            f"bad date {str(value)!r}",
+            "write YYYY-MM-DD, or YYYY-MM-DDThh:mm with an optional +hh:mm offset",
+        )
+
+    # facts ---------------------------------------------------------------
+
+    def facts(self, doc: dict[str, Any]) -> dict[str, tuple[Reading, ...]]:
+        if "facts" not in doc or doc["facts"] is None:
+            return {}
+        node = doc["facts"]
+        if not isinstance(node, dict):
+            self.fail(
+                _value_pos(doc, "facts"),
+                "facts",
+                f"expected a mapping of fact names to values, got {_kind(node)}",
+            )
+        out: dict[str, tuple[Reading, ...]] = {}
+        names = sorted(n for n in self.catalogue.quantities if n != "age")
+        for name in node:
+            path = f"facts.{name}"
+            fact = self.fact(node, name, path, names)
+            value = node[name]
+            items: list[tuple[Any, Pos, str]]
+            if isinstance(value, list):
+                if not value:
+                    self.fail(_value_pos(node, name), path, "no readings given")
+                items = [
+                    (v, _item_pos(value, i), f"{path}[{i}]")
+                    for i, v in enumerate(value)
+                ]
+            else:
+                items = [(value, _value_pos(node, name), path)]
+            readings = [self.reading(fact, *item) for item in items]
+            readings.sort(key=lambda r: (r.time is None, r.time or _EARLIEST))
+            out[fact.name] = tuple(readings)
+        return out
+
+    def fact(self, node: Any, name: Any, path: str, names: list[str]) -> QuantityFact:
+        pos = _key_pos(node, name)
+        if name == "age":
+            self.fail(
+                pos, path, "age is a patient detail", "write it as `patient: {age: 67}`"
+            )
+        if isinstance(name, str) and name in self.catalogue.quantities:
+            return self.catalogue.quantities[name]
+        kind = self.catalogue.kind_of(name) if isinstance(name, str) else None
+        if kind is not None:
+            self.fail(
+                pos,
+                path,
+                f"`{name}` is a {kind}, not a measured fact",
+                f"list it under `{kind}s`",
+            )
+        self.fail(
+            pos,
+            path,
+            f"unknown fact `{name}`{_nearest(str(name), names)}",
+            f"known facts: {', '.join(names)}",
+        )
+
+    def reading(self, fact: QuantityFact, item: Any, pos: Pos, path: str) -> Reading:
+        when: datetime | None = None
+        unit: str | None
+        if isinstance(item, dict):
+            node = self.mapping(item, pos, path, READING_KEYS)
+            if "value" not in node:
+                self.fail(pos, path, "the reading has no `value`")
+            value, unit = node["value"], node.get("unit")
+            vpos = _value_pos(node, "value") or pos
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(
+                    vpos, f"{path}.value", f"value must be a number, got {_kind(value)}"
+                )
+            if unit is not None and not isinstance(unit, str):
+                self.fail(
+                    _value_pos(node, "unit") or pos, f"{path}.unit", "unit must be text"
+                )
+            if node.get("time") is not None:
+                when = self.time(
+                    node["time"], _value_pos(node, "time") or pos, f"{path}.time"
+                )
+        elif isinstance(item, bool) or item is None:
+            self.fail(pos, path, f"expected a value with a unit, got {_kind(item)}")
+        elif isinstance(item, int | float):
+            value, unit = item, None
+        elif isinstance(item, str):
+            match = _READING.fullmatch(item)
+            if match is None:
+                self.fail(
+                    pos,
+                    path,
+                    f"cannot read {item!r} as a value",
+                    f"write `value unit` or `value unit @ date`, e.g. `1 {fact.unit}`",
+                )
+            value, unit = float(match["value"]), match["unit"] or None
+            if match["time"] is not None:
+                when = self.time(match["time"], pos, path)
+        else:
+            self.fail(pos, path, f"expected a value with a unit, got {_kind(item)}")
+        if unit is None and _ANNOTATION.sub("", fact.unit) in ("", "1"):
+            unit = fact.unit  # a pure count or score needs no unit
+        try:
+            recorded, note = accept_unit(unit, fact)
+        except UnitError as err:
+            self.fail(
+                pos,
+                path,
+                str(err),
+                f"record the value in one of: {', '.join(fact.units)}",
+            )
+        label = f"case file line {pos[0]}" if pos else "case file"
+        if note:
+            self.notes.append(f"{note} ({label})")
+        doubt = plausibility_note(fact, float(value), recorded, label)
+        if doubt:
+            self.notes.append(doubt)
+        if when is not None:
+            self.times.append(when)
+        return Reading(value=float(value), unit=recorded, time=when, source=label)
+
+    # conditions, medications, allergies -------------------------------------
+
+    def entries(
+        self,
+        doc: dict[str, Any],
+        key: str,
+        make: Callable[[str, Span, Pos, str], list[CodedEntry]],
+    ) -> list[CodedEntry]:
+        if key not in doc or doc[key] is None:
+            return []
+        node = doc[key]
+        if isinstance(node, str):
+            # `medications: metformin` means a list of one
+            items = [(node, _value_pos(doc, key), f"{key}[0]")]
+        elif isinstance(node, list):
+            items = [(v, _item_pos(node, i), f"{key}[{i}]") for i, v in enumerate(node)]
+        else:
+            self.fail(
+                _value_pos(doc, key),
+                key,
+                f"expected a list of names, got {_kind(node)}",
+            )
+        out: list[CodedEntry] = []
+        for item, pos, path in items:
+            name, span = self.entry(item, pos, path)
+            out.extend(make(name, span, pos, path))
+        return out
+
+    def entry(self, item: Any, pos: Pos, path: str) -> tuple[str, Span]:
+        if isinstance(item, str) and item.strip():
+            return item.strip(), (None, None, True)
+        if not isinstance(item, dict):
+            self.fail(pos, path, f"expected a name, got {_kind(item)}")
+        node = self.mapping(item, pos, path, ENTRY_KEYS)
+        name = node.get("name")
+        if not isinstance(name, str) or not name.strip():
+            self.fail(
+                pos,
+                path,
+                "the entry has no `name`",
+                "write e.g. `{name: hypertension}`",
+            )
+        onset = end = None
+        if node.get("onset") is not None:
+            onset = self.time(node["onset"], _value_pos(node, "onset"), f"{path}.onset")
+        if node.get("end") is not None:
+            end = self.time(node["end"], _value_pos(node, "end"), f"{path}.end")
+        active = node.get("active", end is None)
+        if not isinstance(active, bool):
+            self.fail(
+                _value_pos(node, "active"),
+                f"{path}.active",
+                "active must be true or false",
+            )
+        self.times.extend(t for t in (onset, end) if t is not None)
+        return name.strip(), (onset, end, active)
+
+    def condition(self, name: str, span: Span, pos: Pos, path: str) -> list[CodedEntry]:
+        concept = _snake(name)
+        if concept not in self.catalogue.conditions:
+            known = sorted(self.catalogue.conditions)
+            self.fail(
+                pos,
+                path,
+                f"unknown condition `{name}`{_nearest(concept, known)}",
+                f"known conditions: {', '.join(known)}",
+            )
+        return [_local(concept, name, span, pos)]
+
+    def drugs(self, name: str) -> list[str]:
+        concept = _snake(name)
+        if concept in self.catalogue.medications:
+            return [concept]
+        return self.catalogue.medications_for("", name)
+
+    def medication(
+        self, name: str, span: Span, pos: Pos, path: str
+    ) -> list[CodedEntry]:
+        concepts = self.drugs(name)
+        if not concepts:
+            at = f"line {pos[0]}" if pos else path
+            self.notes.append(
+                f"medication `{name}` ({at}) is not one the knowledge base knows; "
+                "kept without a concept"
+            )
+            return [_local(None, name, span, pos)]
+        return [_local(c, name, span, pos) for c in concepts]
+
+    def allergy(self, name: str, span: Span, pos: Pos, path: str) -> list[CodedEntry]:
+        # Most allergies (penicillin, latex, peanuts) are no catalogue drug; kept as is.
+        concepts: list[str | None] = [*self.drugs(name)] or [None]
+        return [_local(c, name, span, pos) for c in concepts]
+
+
+def _local(concept: str | None, name: str, span: Span, pos: Pos) -> CodedEntry:
+    return CodedEntry(
+        concept=concept,
+        system="local",
+        code=name,
+        display=name,
+        onset=span[0],
+        end=span[1],
+        active=span[2],
+        source=f"case file line {pos[0]}" if pos else "case file",
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, date):
+        return "a date"
+    return type(value).__name__
+
+
+_ANNOTATION: Final = re.compile(r"\{[^}]*\}")
+_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)

@@ -1,0 +1,183 @@
+"""Read a patient input of either kind: a FHIR R4 Bundle or a case file.
+
+The kind is decided by content, not by file name: a JSON object with
+``resourceType: Bundle`` is FHIR; any other YAML or JSON mapping without a
+``resourceType`` is a case file. FHIR is parsed with the stdlib ``json``
+(C-accelerated; bundles are large), case files with ruamel.yaml (slower, but it
+keeps line numbers for messages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Final
+
+from .casefile import load_yaml, read_case_data, read_case_file
+from .catalogue import Catalogue
+from .errors import InputError, display_path
+from .facts import Case
+from .fhir import read_bundle
+
+__all__ = ["MAX_BYTES", "read_input", "read_input_data"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BYTES: Final = 50_000_000
+"""Inputs larger than this are refused (the largest Synthea record is ~3.5 MB)."""
+
+_HINT: Final = (
+    "give a FHIR R4 Bundle as JSON, or a case file as YAML or JSON "
+    "(see examples/README.md)"
+)
+
+
+def read_input(path: Path, *, catalogue: Catalogue | None = None) -> Case:
+    """Read a FHIR bundle or case file from disk.
+
+    Args:
+        path: The file.
+        catalogue: The fact catalogue; the shipped one by default.
+
+    Returns:
+        The case.
+
+    Raises:
+        InputError: If the file is missing, a directory, unreadable, larger
+            than 50 MB, not UTF-8, or not a valid bundle or case file.
+    """
+    source = display_path(path)
+    if not path.exists():
+        raise InputError(source, "", "the file does not exist", "check the path")
+    if path.is_dir():
+        raise InputError(source, "", "this is a directory, not a file", "name a file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(
+                source,
+                "",
+                f"the file is {size / 1e6:.1f} MB; inputs over 50 MB are refused",
+                "give one patient's record per file",
+            )
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(
+            source, "", f"the file cannot be read: {err.strerror or err}"
+        ) from None
+    return read_input_data(_decode(raw, source), source=source, catalogue=catalogue)
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        # utf-8-sig: a byte-order mark from Windows editors is not an error.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise InputError(
+            source,
+            f"byte offset {err.start} (line {line})",
+            f"the file is not UTF-8 text (byte 0x{raw[err.start]:02x})",
+            "save the file as UTF-8",
+        ) from None
+
+
+def read_input_data(
+    data: dict[str, Any] | str,
+    *,
+    source: str,
+    catalogue: Catalogue | None = None,
+) -> Case:
+    """Read a FHIR bundle or case file given as text or as a parsed mapping.
+
+    Args:
+        data: The file's text, or an already-parsed JSON/YAML mapping.
+        source: The file name or label, for messages.
+        catalogue: The fact catalogue; the shipped one by default.
+
+    Returns:
+        The case.
+
+    Raises:
+        InputError: If the input is neither a FHIR Bundle nor a case file, a
+            FHIR resource of another type, or invalid as either.
+    """
+    if isinstance(data, dict):
+        return _route(data, source, catalogue, text=None)
+    if not isinstance(data, str):
+        raise InputError(
+            source, "", f"expected text or a mapping, got {type(data).__name__}"
+        )
+    text = data.lstrip("\ufeff")
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as err:
+            # JSON is YAML: a flow mapping like `{age: 67}` may still be a case.
+            try:
+                document = load_yaml(text, source=source)
+            except InputError:
+                raise InputError(
+                    source,
+                    f"line {err.lineno}, column {err.colno}",
+                    f"neither JSON nor YAML: {err.msg}",
+                    _HINT,
+                ) from None
+            return _route(document, source, catalogue, text=None)
+        return _route(parsed, source, catalogue, text=text)
+    return _route(load_yaml(text, source=source), source, catalogue, text=None)
+
+
+def _route(
+    document: Any, source: str, catalogue: Catalogue | None, *, text: str | None
+) -> Case:
+    """Send a parsed document to the FHIR or the case-file reader.
+
+    ``text`` is given when the document came from ``json``: a case file is then
+    parsed again as YAML, so its messages can name lines and duplicate keys
+    (which ``json`` silently drops) are refused.
+    """
+    if isinstance(document, dict) and "resourceType" in document:
+        kind = document["resourceType"]
+        if kind == "Bundle" and not _plain(document):
+            raise InputError(
+                source,
+                "resourceType",
+                "a FHIR Bundle written as YAML",
+                "give FHIR bundles as JSON",
+            )
+        if kind == "Bundle":
+            logger.debug("reading %s as a FHIR bundle", source)
+            return read_bundle(document, source=source, catalogue=catalogue)
+        raise InputError(
+            source,
+            "resourceType",
+            f"expected a Bundle, got {kind}",
+            "export the patient's record as a FHIR R4 Bundle (of type collection, "
+            "transaction or searchset) holding the Patient and the resources",
+        )
+    if document is None or isinstance(document, dict):
+        logger.debug("reading %s as a case file", source)
+        if text is not None:
+            return read_case_file(text, source=source, catalogue=catalogue)
+        return read_case_data(document, source=source, catalogue=catalogue)
+    raise InputError(
+        source,
+        "",
+        f"expected a FHIR Bundle or a case-file mapping, got {_kind(document)}",
+        _HINT,
+    )
+
+
+def _plain(document: dict[str, Any]) -> bool:
+    # A dict from json (or a caller) is plain; ruamel's nodes carry positions.
+    return not hasattr(document, "lc")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    return "a number" if isinstance(value, int | float) else type(value).__name__

@@ -1,0 +1,447 @@
+"""Tests for engine.casefile: hand-written YAML/JSON cases."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from engine.casefile import load_yaml, read_case_data, read_case_file
+from engine.catalogue import parse_catalogue
+from engine.errors import InputError
+from engine.facts import Case
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def case(text: str, source: str = "cases/demo.yaml") -> Case:
+    return read_case_file(dedent(text), source=source)
+
+
+def error(text: str) -> InputError:
+    with pytest.raises(InputError) as info:
+        case(text)
+    assert info.value.source == "cases/demo.yaml"
+    return info.value
+
+
+def test_demo_case_reads_as_a_clinician_would_check_it() -> None:
+    path = ROOT / "examples" / "case-diabetic-ckd.yaml"
+    c = read_case_file(path.read_text("utf-8"), source=str(path))
+    assert (c.age, c.sex, c.birth_date) == (67, "female", None)
+    assert [(r.value, r.unit) for r in c.readings["hba1c"]] == [(7.1, "%"), (6.9, "%")]
+    assert [r.time for r in c.readings["hba1c"]] == [
+        datetime(2024, 1, 10, tzinfo=UTC),
+        datetime(2024, 4, 2, tzinfo=UTC),
+    ]
+    # The latest of each (the file may hold earlier results too).
+    latest = {name: (r[-1].value, r[-1].unit) for name, r in c.readings.items()}
+    assert latest["fasting_glucose"] == (131.0, "mg/dL")
+    assert latest["creatinine"] == (1.4, "mg/dL")
+    assert latest["acr"] == (45.0, "mg/g")
+    assert [r.value for r in c.readings["systolic_bp"]] == [142.0, 142.0]
+    assert [r.value for r in c.readings["diastolic_bp"]] == [88.0, 88.0]
+    assert {r.unit for r in c.readings["systolic_bp"]} == {"mm[Hg]"}
+    assert len({r.time for r in c.readings["systolic_bp"]}) == 2
+    assert [e.concept for e in c.conditions] == ["hypertension"]
+    assert [(e.concept, e.active) for e in c.medications] == [("metformin", True)]
+    assert c.last_recorded == datetime(2024, 4, 2, tzinfo=UTC)
+    assert c.notes == ()
+
+
+def test_brief_example_all_value_forms() -> None:
+    c = case(
+        """\
+        # A case typed by hand. Every fact has a unit.
+        id: example-ckd-diabetes
+        patient:
+          age: 67
+          sex: female
+        facts:
+          systolic_bp: 142 mmHg
+          diastolic_bp: {value: 88, unit: mmHg, time: 2024-03-01}
+          hba1c:
+            - 7.1 % @ 2024-01-10
+            - {value: 53, unit: mmol/mol, time: 2024-04-02}
+          creatinine: 1.4 mg/dL
+        conditions: [hypertension]
+        medications: [metformin]
+        allergies: [penicillin]
+        """
+    )
+    assert c.case_id == "example-ckd-diabetes"
+    (systolic,) = c.readings["systolic_bp"]
+    assert (systolic.value, systolic.unit, systolic.time) == (142.0, "mm[Hg]", None)
+    assert systolic.source == "case file line 7"
+    (diastolic,) = c.readings["diastolic_bp"]
+    assert diastolic.time == datetime(2024, 3, 1, tzinfo=UTC)
+    first, second = c.readings["hba1c"]
+    assert (first.value, first.unit, first.source) == (7.1, "%", "case file line 10")
+    assert (second.value, second.unit) == (53.0, "mmol/mol")
+    (allergy,) = c.allergies
+    assert (allergy.concept, allergy.system, allergy.code) == (
+        None,
+        "local",
+        "penicillin",
+    )
+
+
+def test_default_id_is_the_file_stem_and_undated_readings_sort_last() -> None:
+    c = case(
+        """\
+        facts:
+          systolic_bp: [150 mmHg, 130 mmHg @ 2020-01-01, 140 mmHg @ 2021-01-01]
+        """,
+        source="some/dir/mrs-x.yaml",
+    )
+    assert c.case_id == "mrs-x"
+    assert [r.value for r in c.readings["systolic_bp"]] == [130.0, 140.0, 150.0]
+
+
+def test_minimal_file_with_birth_date() -> None:
+    path = DATA / "case-minimal.yaml"
+    c = read_case_file(path.read_text("utf-8"), source=str(path))
+    assert c.case_id == "case-minimal"
+    assert c.birth_date == date(1957, 3, 2)
+    assert (c.sex, c.age) == ("male", None)
+    assert [r.unit for r in c.readings["diastolic_bp"]] == ["mm[Hg]"]
+    assert c.last_recorded is None
+
+
+def test_json_case_file_converts_nothing_and_maps_free_text() -> None:
+    path = DATA / "case-json.json"
+    c = read_case_file(path.read_text("utf-8"), source=str(path))
+    (creatinine,) = c.readings["creatinine"]
+    assert (creatinine.value, creatinine.unit) == (124.0, "umol/L")
+    assert [r.value for r in c.readings["fasting_glucose"]] == [6.8, 7.3]
+    assert [e.concept for e in c.conditions] == ["type_2_diabetes"]
+    assert [e.concept for e in c.medications] == ["metformin"]
+
+
+def test_times_with_offsets_and_yaml_timestamps() -> None:
+    c = case(
+        """\
+        facts:
+          hba1c:
+            - 7.0 % @ 2024-01-10T08:30:00+02:00
+            - {value: 7.2, unit: '%', time: 2024-02-10 08:30:00}
+            - {value: 7.4, unit: '%', time: '2024-03'}
+        """
+    )
+    times = [r.time for r in c.readings["hba1c"]]
+    assert times == [
+        datetime(2024, 1, 10, 8, 30, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2024, 2, 10, 8, 30, tzinfo=UTC),
+        datetime(2024, 3, 1, tzinfo=UTC),
+    ]
+
+
+def test_conditions_medications_allergies_with_details() -> None:
+    c = case(
+        """\
+        conditions:
+          - hypertension
+          - {name: Atrial fibrillation, onset: 2019-04-01, end: 2020-01-01}
+        medications:
+          - lisinopril 10 mg
+          - {name: metformin, onset: 2022-01-01, active: false}
+          - herbal tea
+        allergies: [metformin, latex]
+        """
+    )
+    assert [(e.concept, e.active) for e in c.conditions] == [
+        ("hypertension", True),
+        ("atrial_fibrillation", False),
+    ]
+    assert c.conditions[1].end == datetime(2020, 1, 1, tzinfo=UTC)
+    assert [(e.concept, e.active) for e in c.medications] == [
+        ("ace_inhibitor", True),
+        ("metformin", False),
+        (None, True),
+    ]
+    assert c.medications[2].code == "herbal tea"
+    assert c.notes == (
+        "medication `herbal tea` (line 7) is not one the knowledge base knows; "
+        "kept without a concept",
+    )
+    assert [e.concept for e in c.allergies] == ["metformin", None]
+    assert c.last_recorded == datetime(2022, 1, 1, tzinfo=UTC)
+
+
+def test_a_single_name_is_a_list_of_one() -> None:
+    c = case("conditions: hypertension\nmedications: metformin\n")
+    assert [e.concept for e in c.conditions] == ["hypertension"]
+    assert [e.concept for e in c.medications] == ["metformin"]
+
+
+def test_implausible_value_is_kept_with_a_note() -> None:
+    c = case("facts:\n  systolic_bp: 420 mmHg\n")
+    assert c.readings["systolic_bp"][0].value == 420.0
+    assert any("plausible" in n and "case file line 2" in n for n in c.notes)
+
+
+def test_egfr_in_plain_ml_per_min_is_read_with_a_note() -> None:
+    c = case("facts:\n  egfr: 44 mL/min\n")
+    assert c.readings["egfr"][0].unit == "mL/min/{1.73_m2}"
+    assert len(c.notes) == 1
+
+
+def test_plain_mapping_has_no_positions() -> None:
+    c = read_case_data(
+        {"patient": {"age": 40}, "facts": {"bmi": "31 kg/m2"}}, source="api"
+    )
+    assert c.readings["bmi"][0].source == "case file"
+    with pytest.raises(InputError) as info:
+        read_case_data({"facts": {"bmi": "31"}}, source="api")
+    assert info.value.where == "facts.bmi"
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def test_unknown_fact_suggests_the_nearest() -> None:
+    err = error("facts:\n  sytolic_bp: 142 mmHg\n")
+    assert err.where == "line 2, column 3 (facts.sytolic_bp)"
+    assert err.reason == "unknown fact `sytolic_bp`; did you mean `systolic_bp`?"
+    assert "systolic_bp" in err.hint
+
+
+def test_condition_under_facts_is_pointed_to_conditions() -> None:
+    err = error("facts:\n  hypertension: yes\n")
+    assert err.reason == "`hypertension` is a condition, not a measured fact"
+    assert err.hint == "list it under `conditions`"
+
+
+def test_age_under_facts_is_pointed_to_patient() -> None:
+    err = error("facts:\n  age: 67 a\n")
+    assert err.where == "line 2, column 3 (facts.age)"
+
+
+def test_unknown_top_level_key_suggests_the_nearest() -> None:
+    err = error("patient: {age: 50}\nfact:\n  bmi: 30 kg/m2\n")
+    assert err.where == "line 2, column 1 (fact)"
+    assert err.reason == "unknown key `fact`; did you mean `facts`?"
+
+
+def test_unknown_patient_key() -> None:
+    err = error("patient:\n  gender: female\n")
+    assert err.where == "line 2, column 3 (patient.gender)"
+    assert err.reason.startswith("unknown key `gender`")
+
+
+def test_value_without_unit() -> None:
+    err = error("facts:\n  hba1c:\n    - 7.1 %\n    - 6.9\n")
+    assert err.where == "line 4, column 7 (facts.hba1c[1])"
+    assert err.reason == "the value has no unit; hba1c is recorded in %, mmol/mol"
+    assert err.hint == "record the value in one of: %, mmol/mol"
+
+
+def test_value_without_unit_in_a_mapping() -> None:
+    err = error("facts:\n  creatinine: {value: 1.2}\n")
+    assert "creatinine" in err.reason and "no unit" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "facts:\n  creatinine: 1.4 mg/dl/zz\n",
+            "`mg/dl/zz` is not a UCUM unit (creatinine is recorded in mg/dL, umol/L)",
+        ),
+        (
+            "facts:\n  creatinine: 1.4 g\n",
+            "`g` is not a unit of creatinine (accepted: mg/dL, umol/L)",
+        ),
+    ],
+)
+def test_bad_units(text: str, reason: str) -> None:
+    err = error(text)
+    assert err.where == "line 2, column 15 (facts.creatinine)"
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("facts:\n  hba1c: 7 % @ 2024-13-01\n", "line 2, column 10 (facts.hba1c)"),
+        (
+            "facts:\n  hba1c: {value: 7, unit: '%', time: yesterday}\n",
+            "line 2, column 38 (facts.hba1c.time)",
+        ),
+        (
+            "patient:\n  birth_date: 03/02/1957\n",
+            "line 2, column 15 (patient.birth_date)",
+        ),
+        (
+            "conditions:\n  - {name: hypertension, onset: soon}\n",
+            "line 2, column 33 (conditions[0].onset)",
+        ),
+    ],
+)
+def test_bad_dates(text: str, where: str) -> None:
+    err = error(text)
+    assert err.where == where
+    assert err.reason.startswith("bad date")
+
+
+def test_unknown_condition_suggests_the_nearest() -> None:
+    err = error("conditions: [hypertention]\n")
+    assert err.where == "line 1, column 14 (conditions[0])"
+    assert (
+        err.reason == "unknown condition `hypertention`; did you mean `hypertension`?"
+    )
+
+
+def test_duplicate_keys_are_refused() -> None:
+    err = error("patient:\n  age: 60\n  age: 61\n")
+    assert err.where == "line 3, column 3"
+    assert err.reason.startswith("duplicate key")
+
+
+def test_tabs_are_refused() -> None:
+    err = error("patient:\n\tage: 60\n")
+    assert err.where == "line 2, column 1"
+    assert err.reason == "a tab in the indentation"
+
+
+def test_syntax_error_names_line_and_column() -> None:
+    err = error("facts:\n  bmi: [30 kg/m2\n")
+    assert err.where.startswith("line 3, column 1")
+    assert err.reason.startswith("not valid YAML")
+    assert err.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("- 1\n- 2\n", "expected a mapping, got a list"),
+        ("just text\n", "expected a mapping, got text"),
+        ("# only a comment\n", "the case file is empty"),
+    ],
+)
+def test_top_level_must_be_a_mapping(text: str, reason: str) -> None:
+    assert error(text).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        ("id: ''\n", "line 1, column 5 (id)", "`id` must be a non-empty text"),
+        (
+            "patient: {age: 67, birth_date: 1957-01-01}\n",
+            "line 1, column 20 (patient.birth_date)",
+            "both `age` and `birth_date` are given",
+        ),
+        (
+            "patient: {age: 67.5}\n",
+            "line 1, column 16 (patient.age)",
+            "age must be whole years from 0 to 130, got 67.5",
+        ),
+        (
+            "patient: {sex: femail}\n",
+            "line 1, column 16 (patient.sex)",
+            "unknown sex 'femail'; did you mean `female`?",
+        ),
+        (
+            "patient: 67\n",
+            "line 1, column 10 (patient)",
+            "expected a mapping, got a number",
+        ),
+        (
+            "facts: [bmi]\n",
+            "line 1, column 8 (facts)",
+            "expected a mapping of fact names to values, got a list",
+        ),
+        ("facts:\n  bmi: []\n", "line 2, column 8 (facts.bmi)", "no readings given"),
+        (
+            "facts:\n  bmi: thirty\n",
+            "line 2, column 8 (facts.bmi)",
+            "cannot read 'thirty' as a value",
+        ),
+        (
+            "facts:\n  bmi:\n",
+            "line 2, column 3 (facts.bmi)",
+            "expected a value with a unit, got nothing",
+        ),
+        (
+            "facts:\n  bmi: {value: '30', unit: kg/m2}\n",
+            "line 2, column 16 (facts.bmi.value)",
+            "value must be a number, got text",
+        ),
+        (
+            "facts:\n  bmi: {unit: kg/m2}\n",
+            "line 2, column 8 (facts.bmi)",
+            "the reading has no `value`",
+        ),
+        (
+            "facts:\n  bmi: {value: 30, units: kg/m2}\n",
+            "line 2, column 20 (facts.bmi.units)",
+            "unknown key `units`; did you mean `unit`?",
+        ),
+        (
+            "facts:\n  bmi: {value: 30, unit: 5}\n",
+            "line 2, column 26 (facts.bmi.unit)",
+            "unit must be text",
+        ),
+        (
+            "conditions: {hypertension: true}\n",
+            "line 1, column 13 (conditions)",
+            "expected a list of names, got a mapping",
+        ),
+        (
+            "medications: [42]\n",
+            "line 1, column 15 (medications[0])",
+            "expected a name, got a number",
+        ),
+        (
+            "medications: [{dose: 5}]\n",
+            "line 1, column 16 (medications[0].dose)",
+            "unknown key `dose`",
+        ),
+        (
+            "medications: [{onset: 2020-01-01}]\n",
+            "line 1, column 15 (medications[0])",
+            "the entry has no `name`",
+        ),
+        (
+            "allergies: [{name: latex, active: maybe}]\n",
+            "line 1, column 35 (allergies[0].active)",
+            "active must be true or false",
+        ),
+    ],
+)
+def test_content_errors(text: str, where: str, reason: str) -> None:
+    err = error(text)
+    assert err.where == where
+    assert err.reason.startswith(reason)
+
+
+def test_load_yaml_keeps_positions() -> None:
+    doc = load_yaml("facts:\n  bmi: 30 kg/m2\n", source="x")
+    assert doc["facts"].lc.value("bmi") == (1, 7)
+
+
+def test_deceased_date() -> None:
+    c = case("patient: {age: 80, deceased: 2023-09-09}\n")
+    assert c.deceased == datetime(2023, 9, 9, tzinfo=UTC)
+
+
+def test_a_date_is_not_a_value() -> None:
+    err = error("facts:\n  bmi: 2024-01-01\n")
+    assert err.reason == "expected a value with a unit, got a date"
+
+
+def test_control_characters_are_refused() -> None:
+    err = error("patient: {age: 4\x070}\n")
+    assert err.reason.startswith("not valid YAML")
+
+
+def test_unitless_score_needs_no_unit() -> None:
+    catalogue = parse_catalogue(
+        {"quantities": {"pain": {"unit": "{score}", "range": [0, 10]}}}
+    )
+    c = read_case_file("facts:\n  pain: 4\n", source="p.yaml", catalogue=catalogue)
+    assert [(r.value, r.unit) for r in c.readings["pain"]] == [(4.0, "{score}")]

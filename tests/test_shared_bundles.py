@@ -1,0 +1,118 @@
+"""The engine on the 100 shared Synthea bundles (skipped when they are absent).
+
+Each record is evaluated as of its own last recorded date. The agreement test
+leaves each bundle's Condition resources out and compares the engine's
+conclusions with them; it prints sensitivity and specificity per condition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from cli import render
+from engine import Assessment, KnowledgeBase, read_input
+from engine.facts import Case
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fhir"
+BUNDLES = sorted(SHARED.glob("*.json")) if SHARED.is_dir() else []
+
+pytestmark = pytest.mark.skipif(not BUNDLES, reason=f"no shared bundles at {SHARED}")
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.load()
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[Case]:
+    return [read_input(p) for p in BUNDLES]
+
+
+@pytest.fixture(scope="module")
+def blind(kb: KnowledgeBase, cases: list[Case]) -> list[Assessment]:
+    return [kb.evaluate(c, as_of=c.last_recorded, use_conditions=False) for c in cases]
+
+
+def test_every_bundle_evaluates_in_json_and_rich(kb: KnowledgeBase, cases: list[Case]) -> None:
+    assert len(cases) == 100
+    for case in cases:
+        result = kb.evaluate(case, as_of=case.last_recorded)
+        assert result.status == "complete", (case.source, result.problems)
+        doc = json.loads(result.model_dump_json())
+        assert doc["notice"].startswith("Decision support only")
+        for dx in doc["diagnoses"]:
+            assert dx["system"] == "http://snomed.info/sct" and dx["code"].isdigit()
+            assert dx["evidence"]["rules"]
+        out = io.StringIO()
+        render(result, Console(file=out, width=120))
+        assert "not a medical device" in out.getvalue()
+
+
+def _recorded(case: Case, concept: str) -> bool:
+    end = case.last_recorded
+    return any(
+        c.concept == concept and (c.onset is None or end is None or c.onset <= end)
+        for c in case.conditions
+    )
+
+
+def _agreement(
+    cases: list[Case], results: list[Assessment], concepts: tuple[str, ...], engine: set[str]
+) -> tuple[int, int, int, int, int]:
+    tp = fp = tn = fn = undetermined = 0
+    for case, result in zip(cases, results, strict=True):
+        truth = any(_recorded(case, c) for c in concepts)
+        found = {f.id for f in result.findings} | {d.id for d in result.diagnoses}
+        said = bool(found & engine)
+        if not said and any(u.rule_id in _DECIDING[concepts[0]] for u in result.undetermined):
+            undetermined += 1
+            continue
+        if truth and said:
+            tp += 1
+        elif truth:
+            fn += 1
+        elif said:
+            fp += 1
+        else:
+            tn += 1
+    return tp, fp, tn, fn, undetermined
+
+
+_DECIDING = {
+    "hypertension": {"bp_stage_1", "bp_stage_2"},
+    "diabetes": {"diabetes_two_tests", "diabetes_repeated_test"},
+    "prediabetes": {"prediabetes"},
+    "chronic_kidney_disease": {"ckd_by_egfr", "ckd_by_albuminuria"},
+}
+
+
+def test_agreement_with_recorded_conditions(
+    cases: list[Case], blind: list[Assessment], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("hypertension, stage 1 or 2", ("hypertension",),
+         {"stage_1_hypertension", "stage_2_hypertension"}),
+        ("hypertension, stage 2 only", ("hypertension",), {"stage_2_hypertension"}),
+        ("hypertension, stage 1 only", ("hypertension",), {"stage_1_hypertension"}),
+        ("diabetes", ("diabetes",), {"diabetes"}),
+        ("prediabetes", ("prediabetes",), {"prediabetes"}),
+        ("chronic kidney disease", ("chronic_kidney_disease",), {"chronic_kidney_disease"}),
+    ]
+    lines = ["condition | recorded | TP FP TN FN | undetermined | sensitivity | specificity"]
+    for label, concepts, engine in rows:
+        tp, fp, tn, fn, und = _agreement(cases, blind, concepts, engine)
+        assert tp + fp + tn + fn + und == len(cases)
+        sens = tp / (tp + fn) if tp + fn else float("nan")
+        spec = tn / (tn + fp) if tn + fp else float("nan")
+        lines.append(f"{label} | {tp + fn} | {tp} {fp} {tn} {fn} | {und} | "
+                     f"{sens:.2f} | {spec:.2f}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    # The blind run must not see the problem list at all.
+    assert all(r.patient.conditions == [] for r in blind)
