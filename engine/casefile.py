@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -92,7 +93,7 @@ def load_yaml(text: str, *, source: str) -> Any:
         raise InputError(
             source=source,
             where=_where((mark.line + 1, mark.column + 1), "") if mark else "",
-            reason=f"duplicate key: {err.problem}",
+            reason=f"duplicate key `{_duplicate(str(err.problem))}`",
             hint="each key may appear once in a mapping; merge the two",
         ) from None
     except MarkedYAMLError as err:
@@ -108,6 +109,12 @@ def load_yaml(text: str, *, source: str) -> Any:
         raise InputError(
             source=source, where="", reason=f"not valid YAML: {err}", hint=_SYNTAX_HINT
         ) from None
+
+
+def _duplicate(problem: str) -> str:
+    # ruamel says: found duplicate key "age" with value "61" (original value: "60")
+    match = re.search(r'duplicate key "(.*?)"', problem)
+    return match[1] if match else problem
 
 
 def read_case_file(
@@ -424,10 +431,15 @@ class _CaseReader:
                 str(err),
                 f"record the value in one of: {', '.join(fact.units)}",
             )
+        if not math.isfinite(value):
+            self.fail(pos, path, f"{value} is not a number", "write a finite value")
         label = f"case file line {pos[0]}" if pos else "case file"
         if note:
             self.notes.append(f"{note} ({label})")
-        doubt = plausibility_note(fact, float(value), recorded, label)
+        try:
+            doubt = plausibility_note(fact, float(value), recorded, label)
+        except UnitError as err:
+            self.fail(pos, path, str(err))
         if doubt:
             self.notes.append(doubt)
         if when is not None:

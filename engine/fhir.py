@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Strict, ValidationError
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from .catalogue import Catalogue, QuantityFact, default_catalogue
@@ -61,7 +61,8 @@ _READ_TYPES: Final = (
 # Names and addresses are deliberately absent from Patient.
 
 # Strict: FHIR JSON numbers are numbers; "142" is a malformed bundle, not 142.
-Number = Annotated[float, Strict()]
+# Python's json accepts NaN and Infinity, which FHIR does not.
+Number = Annotated[float, Strict(), AllowInfNan(False)]
 Flag = Annotated[bool, Strict()]
 
 

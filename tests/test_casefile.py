@@ -298,7 +298,7 @@ def test_unknown_condition_suggests_the_nearest() -> None:
 def test_duplicate_keys_are_refused() -> None:
     err = error("patient:\n  age: 60\n  age: 61\n")
     assert err.where == "line 3, column 3"
-    assert err.reason.startswith("duplicate key")
+    assert err.reason == "duplicate key `age`"
 
 
 def test_tabs_are_refused() -> None:
@@ -445,3 +445,31 @@ def test_unitless_score_needs_no_unit() -> None:
     )
     c = read_case_file("facts:\n  pain: 4\n", source="p.yaml", catalogue=catalogue)
     assert [(r.value, r.unit) for r in c.readings["pain"]] == [(4.0, "{score}")]
+
+
+def test_non_finite_values_are_refused() -> None:
+    err = error("facts:\n  bmi: {value: .nan, unit: kg/m2}\n")
+    assert (err.where, err.reason) == (
+        "line 2, column 8 (facts.bmi)",
+        "nan is not a number",
+    )
+
+
+def test_accepted_unit_without_a_conversion_is_an_error() -> None:
+    catalogue = parse_catalogue(
+        {
+            "quantities": {
+                "glucose_x": {
+                    "unit": "mg/dL",
+                    "units": ["mg/dL", "mmol/L"],
+                    "range": [20, 1500],
+                }
+            }
+        }
+    )
+    with pytest.raises(InputError) as info:
+        read_case_file(
+            "facts:\n  glucose_x: 7 mmol/L\n", source="g.yaml", catalogue=catalogue
+        )
+    assert info.value.where == "line 2, column 14 (facts.glucose_x)"
+    assert "cannot be converted" in info.value.reason

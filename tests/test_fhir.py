@@ -787,3 +787,11 @@ def test_accepted_unit_without_a_conversion_is_an_error() -> None:
         read_bundle(data, source="t", catalogue=CUSTOM)
     assert info.value.where == "Observation/g (entry 1) valueQuantity.code"
     assert "cannot be converted" in info.value.reason
+
+
+def test_nan_value_is_refused() -> None:
+    text = json.dumps(bundle(observation("n", "8480-6", float("nan"), "mm[Hg]")))
+    assert "NaN" in text  # Python's json writes and reads it; FHIR forbids it
+    err = error(json.loads(text))
+    assert err.where == "Observation/n (entry 1) valueQuantity.value"
+    assert err.reason.startswith("Input should be a finite number")

@@ -1,0 +1,47 @@
+"""Properties of the certainty method (docs/certainty.md)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.certainty import combine, update_with_score
+
+unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+inner = st.floats(min_value=0.01, max_value=0.99, allow_nan=False)
+
+
+@given(st.lists(unit, max_size=8), unit)
+def test_more_support_never_lowers_certainty(cs: list[float], extra: float) -> None:
+    assert combine([*cs, extra]) >= combine(cs) - 1e-12
+
+
+@given(st.lists(unit, max_size=8))
+def test_order_of_firing_does_not_matter(cs: list[float]) -> None:
+    assert abs(combine(cs) - combine(list(reversed(cs)))) < 1e-12
+    assert abs(combine(cs) - combine(sorted(cs))) < 1e-12
+
+
+@given(st.lists(unit, max_size=8))
+def test_bounds_hold(cs: list[float]) -> None:
+    assert 0.0 <= combine(cs) <= 1.0
+
+
+def test_two_rules_at_095_give_09975() -> None:
+    assert abs(combine([0.95, 0.95]) - 0.9975) < 1e-12
+    assert combine([]) == 0.0
+
+
+@given(inner, inner)
+def test_score_at_prior_leaves_certainty_unchanged(c: float, prior: float) -> None:
+    assert abs(update_with_score(c, prior, prior) - c) < 1e-9
+
+
+@given(inner, inner, inner)
+def test_score_above_prior_raises_and_below_lowers(c: float, p: float, prior: float) -> None:
+    updated = update_with_score(c, p, prior)
+    assert 0.0 < updated < 1.0
+    if p > prior + 1e-9:
+        assert updated > c
+    elif p < prior - 1e-9:
+        assert updated < c
