@@ -1,0 +1,75 @@
+"""The cdss command: one JSON document on stdout, errors on stderr with exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cli import EXIT_INPUT, EXIT_RULES, main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_json_output_is_exactly_one_document_with_codes_and_evidence() -> None:
+    code, out, _err = _run("evaluate", str(EXAMPLE), "--as-of", "last", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)  # the whole of stdout parses as one document
+    assert doc["notice"].startswith("Decision support only, not a medical device")
+    dx = {d["id"]: d for d in doc["diagnoses"]}
+    assert dx["diabetes"]["system"] == "http://snomed.info/sct"
+    assert dx["diabetes"]["code"] == "73211009"
+    assert dx["chronic_kidney_disease"]["code"] == "709044004"
+    assert dx["hypertension"]["evidence"]["facts"][0]["aggregate"] == "mean"
+    recs = {r["id"]: r for r in doc["recommendations"]}
+    assert recs["metformin_continue_with_caution"]["status"] == "recommended"
+    assert doc["scores"][0]["name"] == "diabetes_progression"
+    assert 0.0 <= doc["scores"][0]["value"] <= 1.0
+
+
+def test_rich_view_shows_the_notice_and_the_diagnoses() -> None:
+    code, out, _err = _run("evaluate", str(EXAMPLE), "--as-of", "2024-04-30")
+    assert code == 0
+    assert "not a medical device" in out
+    assert "73211009" in out
+
+
+def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    code, out, err = _run("evaluate", str(tmp_path / "nope.json"))
+    assert code == EXIT_INPUT
+    assert out == ""
+    assert "nope.json" in err
+
+
+def test_bundle_without_patient_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}))
+    code, out, err = _run("evaluate", str(path), "--format", "json")
+    assert code == EXIT_INPUT
+    assert out == ""
+    assert "no Patient" in err
+
+
+def test_broken_rules_folder_is_refused_with_located_problems(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("ruleset: {id: x, title: t, version: '1', source: s}\n"
+                                     "rules:\n  - id: r1\n    title: t\n"
+                                     "    when: {fact: sytolic_bp, at_least: 1 mmHg}\n"
+                                     "    then: [{finding: f}]\n")
+    code, out, err = _run("evaluate", str(EXAMPLE), "--rules", str(tmp_path))
+    assert code == EXIT_RULES
+    assert out == ""
+    assert "r.yaml:5:12" in err and "did you mean `systolic_bp`?" in err
+
+
+def test_rules_check_exit_codes(tmp_path: Path) -> None:
+    code, out, _ = _run("rules", "check")
+    assert code == 0 and "0 error(s)" in out
+    (tmp_path / "r.yaml").write_text("rules: [\n")
+    code, out, _ = _run("rules", "check", str(tmp_path))
+    assert code == 1 and "r.yaml:" in out
