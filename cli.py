@@ -32,7 +32,14 @@ from engine import (
 )
 from engine.errors import CdssError, Problem
 
-EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = 1, 2, 3, 4, 5, 6
+EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+)
 
 err_console = Console(stderr=True)
 
@@ -47,7 +54,9 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
         return None
     if value == "last":
         if last_recorded is None:
-            _fail("--as-of last: the record has no dated entries; give a date", EXIT_USAGE)
+            _fail(
+                "--as-of last: the record has no dated entries; give a date", EXIT_USAGE
+            )
         return last_recorded
     try:
         parsed = datetime.fromisoformat(value)
@@ -55,8 +64,10 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
         try:
             parsed = datetime.combine(date.fromisoformat(value), time(23, 59, 59))
         except ValueError:
-            _fail(f"--as-of `{value}` is not a date (YYYY-MM-DD), a date-time or `last`",
-                  EXIT_USAGE)
+            _fail(
+                f"--as-of `{value}` is not a date (YYYY-MM-DD), a date-time or `last`",
+                EXIT_USAGE,
+            )
             raise
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -74,29 +85,66 @@ def _load(rules: Path | None, models: Path | None) -> KnowledgeBase:
 
 
 @click.group()
-@click.option("-v", "--verbose", count=True, help="-v for progress, -vv for rule firing.")
+@click.option(
+    "-v", "--verbose", count=True, help="-v for progress, -vv for rule firing."
+)
 def main(verbose: int) -> None:
     """cdss: clinical decision support. Not a medical device."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s",
-                        handlers=[RichHandler(console=err_console, show_path=False)])
+    level = (
+        logging.WARNING
+        if verbose == 0
+        else logging.INFO
+        if verbose == 1
+        else logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["rich", "json"]), default="rich",
-              show_default=True)
-@click.option("--as-of", "as_of", default=None,
-              help="Evaluation time: YYYY-MM-DD, a date-time, or `last` (the record's "
-              "last entry). Default: now.")
-@click.option("--rules", type=click.Path(path_type=Path), default=None,
-              help="Rule folder or file (default: the bundled rules/).")
-@click.option("--models", type=click.Path(path_type=Path), default=None,
-              help="Models folder (default: the bundled models/).")
-@click.option("--without-conditions", is_flag=True,
-              help="Leave the record's own problem list out of the evaluation.")
-def evaluate(file: Path, fmt: str, as_of: str | None, rules: Path | None,
-             models: Path | None, without_conditions: bool) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rich", "json"]),
+    default="rich",
+    show_default=True,
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Evaluation time: YYYY-MM-DD, a date-time, or `last` (the record's "
+    "last entry). Default: now.",
+)
+@click.option(
+    "--rules",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Rule folder or file (default: the bundled rules/).",
+)
+@click.option(
+    "--models",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Models folder (default: the bundled models/).",
+)
+@click.option(
+    "--without-conditions",
+    is_flag=True,
+    help="Leave the record's own problem list out of the evaluation.",
+)
+def evaluate(
+    file: Path,
+    fmt: str,
+    as_of: str | None,
+    rules: Path | None,
+    models: Path | None,
+    without_conditions: bool,
+) -> None:
     """Evaluate a FHIR R4 Bundle or a case file."""
     kb = _load(rules, models)
     try:
@@ -150,9 +198,13 @@ def render(result: Assessment, console: Console) -> None:
     for col in ("diagnosis", "SNOMED CT", "certainty", "rules", "evidence"):
         table.add_column(col)
     for d in result.diagnoses:
-        table.add_row(d.display, d.code, f"{d.certainty:.2f}",
-                      ", ".join(r.rule_id for r in d.evidence.rules),
-                      _facts_text(d.evidence.facts))
+        table.add_row(
+            d.display,
+            d.code,
+            f"{d.certainty:.2f}",
+            ", ".join(r.rule_id for r in d.evidence.rules),
+            _facts_text(d.evidence.facts),
+        )
     console.print(table if result.diagnoses else "[dim]No diagnoses.[/]")
 
     if result.findings:
@@ -161,29 +213,44 @@ def render(result: Assessment, console: Console) -> None:
         ft.add_column("rule")
         ft.add_column("evidence")
         for f in result.findings:
-            ft.add_row(f.display or f.id, f.evidence.rules[0].rule_id,
-                       _facts_text(f.evidence.facts))
+            ft.add_row(
+                f.display or f.id,
+                f.evidence.rules[0].rule_id,
+                _facts_text(f.evidence.facts),
+            )
         console.print(ft)
 
     rt = Table(title="Recommendations", expand=True)
     for col in ("id", "recommendation", "strength", "certainty", "status"):
         rt.add_column(col)
     for r in result.recommendations:
-        status = "[green]recommended[/]" if r.status == "recommended" else (
-            "[red]blocked[/]: " + "; ".join(b.reason for b in r.blocked_by))
+        status = (
+            "[green]recommended[/]"
+            if r.status == "recommended"
+            else ("[red]blocked[/]: " + "; ".join(b.reason for b in r.blocked_by))
+        )
         rt.add_row(r.id, r.text, r.strength, f"{r.certainty:.2f}", status)
     console.print(rt if result.recommendations else "[dim]No recommendations.[/]")
 
     for s in result.scores:
         if s.value is None:
-            console.print(f"Score [bold]{s.name}[/] ({s.model_id} {s.model_version}): "
-                          f"not available, missing {', '.join(s.missing)}", highlight=False)
+            console.print(
+                f"Score [bold]{s.name}[/] ({s.model_id} {s.model_version}): "
+                f"not available, missing {', '.join(s.missing)}",
+                highlight=False,
+            )
         else:
             top = ", ".join(f"{n} {v:+.2f}" for n, v in s.contributions)
-            flag = f" [yellow]outside training range: {', '.join(s.out_of_range)}[/]" \
-                if s.out_of_range else ""
-            console.print(f"Score [bold]{s.name}[/] ({s.model_id} {s.model_version}): "
-                          f"{s.value:.3f}; top inputs: {top}{flag}", highlight=False)
+            flag = (
+                f" [yellow]outside training range: {', '.join(s.out_of_range)}[/]"
+                if s.out_of_range
+                else ""
+            )
+            console.print(
+                f"Score [bold]{s.name}[/] ({s.model_id} {s.model_version}): "
+                f"{s.value:.3f}; top inputs: {top}{flag}",
+                highlight=False,
+            )
 
     if result.undetermined:
         ut = Table(title="Cannot be determined", expand=True)
@@ -235,8 +302,12 @@ def models() -> None:
 
 @models.command("train")
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: the spec's folder).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder (default: the spec's folder).",
+)
 def models_train(spec: Path, out: Path | None) -> None:
     """Train a model from its spec; writes model.skops, card.json, MODEL_CARD.md."""
     from engine.training import train_model
@@ -247,9 +318,12 @@ def models_train(spec: Path, out: Path | None) -> None:
         _fail(str(err), EXIT_MODEL)
         return
     m = card.held_out
-    click.echo(f"trained {card.id} {card.version}: held-out ROC AUC {m.roc_auc:.3f}, "
-               f"Brier {m.brier_score:.3f} (n test {m.n_test}); cross-validated AUC "
-               f"{card.cross_validation.roc_auc_mean:.3f} ± {card.cross_validation.roc_auc_sd:.3f}")
+    cv = card.cross_validation
+    click.echo(
+        f"trained {card.id} {card.version}: held-out ROC AUC {m.roc_auc:.3f}, "
+        f"Brier {m.brier_score:.3f} (n test {m.n_test}); cross-validated AUC "
+        f"{cv.roc_auc_mean:.3f} ± {cv.roc_auc_sd:.3f}"
+    )
 
 
 @main.command()

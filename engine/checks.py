@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import ruleformat as rf
 from .caseview import parse_duration
@@ -39,7 +39,7 @@ class RuleSite:
             if key is None:
                 line, col = self.file.raw["rules"].lc.item(self.index)
             elif isinstance(node, list):
-                line, col = node.lc.item(key)
+                line, col = cast(Any, node).lc.item(key)
             else:
                 line, col = node.lc.key(key)
             return line + 1, col + 1
@@ -181,7 +181,8 @@ def _check_comparison(
                         _problem(
                             site,
                             site.at(raw, op),
-                            f"{cut.value:g} {cut.unit} is outside the plausible range of "
+                            f"{cut.value:g} {cut.unit} is outside the plausible range "
+                            "of "
                             f"{cond.fact} ({lo:g} to {hi:g} {fact.unit})",
                             "check the number and its unit",
                             "implausible",

@@ -149,6 +149,7 @@ def to_dnf(expr: Expr, negated: bool = False) -> list[frozenset[Literal]]:
     Raises:
         OverflowError: If the form exceeds MAX_CONJUNCTS conjuncts.
     """
+    out: list[frozenset[Literal]]
     if isinstance(expr, Leaf):
         out = [frozenset({("L", expr.index, not negated)})]
     elif isinstance(expr, Find):
@@ -171,7 +172,7 @@ def to_dnf(expr: Expr, negated: bool = False) -> list[frozenset[Literal]]:
             out.extend(_product([to_dnf(c, negated) for c in combo]))
             if len(out) > MAX_CONJUNCTS:
                 raise OverflowError
-    kept = []
+    kept: list[frozenset[Literal]] = []
     for conj in out:
         if not any((kind, key, not want) in conj for kind, key, want in conj):
             if conj not in kept:
@@ -260,7 +261,9 @@ def durable_definition(
             if any(kind == "F" and not want for kind, _k, want in conj) or not conj:
                 gates.setdefault(crule.stratum, []).append(name)
                 patterns.append({"g": {"$and": [{"t": "gate"}, {"g": name}]}})
-            ordered = sorted(conj, key=lambda lit: (lit[0] == "F" and not lit[2], str(lit)))
+            ordered = sorted(
+                conj, key=lambda lit: (lit[0] == "F" and not lit[2], str(lit))
+            )
             for n, (kind, key, want) in enumerate(ordered):
                 if kind == "L":
                     used_leaves.add((int(key), want))
@@ -274,7 +277,11 @@ def durable_definition(
                 elif want:
                     used_findings.add(str(key))
                     patterns.append(
-                        {f"f{n}": {"$and": [{"t": "finding"}, {"f": key}, {"u": False}]}}
+                        {
+                            f"f{n}": {
+                                "$and": [{"t": "finding"}, {"f": key}, {"u": False}]
+                            }
+                        }
                     )
                 else:
                     used_findings.add(str(key))

@@ -130,7 +130,7 @@ class InputError(CdssError):
 
     def __str__(self) -> str:
         where = f" at {self.where}" if self.where else ""
-        hint = f" {self.hint}" if self.hint else ""
+        hint = f"; {self.hint}" if self.hint else ""
         return f"{self.source}{where}: {self.reason}{hint}"
 
 

@@ -92,10 +92,10 @@ def _scores(kb: KnowledgeBase, view: CaseView) -> dict[str, Score]:
         for feature in model.card.features:
             for fact_name in feature.facts():
                 readings = view.select(fact_name, None)
-                if not readings or not isinstance(readings[-1].value, float):
+                r = readings[-1] if readings else None
+                if r is None or not isinstance(r.value, float):
                     row[fact_name] = None
                     continue
-                r = readings[-1]
                 try:
                     row[fact_name] = convert(
                         r.value,
@@ -360,7 +360,8 @@ def _assemble(
     for s in scores.values():
         if s.out_of_range:
             notes.append(
-                f"score {s.name}: outside the training range: {', '.join(s.out_of_range)}"
+                f"score {s.name}: outside the training range: "
+                f"{', '.join(s.out_of_range)}"
             )
     age = view.age()
     return Assessment(

@@ -40,7 +40,7 @@ def ckd_epi_2021_creatinine(
         raise ValueError("creatinine must be positive")
     by_sex = p[sex]
     ratio = creatinine_mg_dl / float(by_sex["kappa"])
-    value = (
+    value: float = (
         float(p["base"])
         * min(ratio, 1.0) ** float(by_sex["alpha"])
         * max(ratio, 1.0) ** float(p["high_exponent"])

@@ -222,7 +222,11 @@ class KnowledgeBase:
         )
 
     def settled_below(self, stratum: int) -> list[tuple[str, bool]]:
-        """Negated findings, each with whether all its producers are below ``stratum``."""
+        """Negated findings, each with whether all its producers are below ``stratum``.
+
+        Returns:
+            (finding, settled) pairs.
+        """
         return self._settled.get(stratum, [])
 
     def _definition(self, action_for: Any) -> dict[str, Any]:

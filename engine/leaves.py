@@ -10,7 +10,9 @@ and only decided leaves reach the matcher.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from statistics import fmean
@@ -30,11 +32,11 @@ __all__ = [
     "thresholds_of",
 ]
 
-_OPS = {
-    "above": (lambda v, t: v > t, ">"),
-    "at_least": (lambda v, t: v >= t, ">="),
-    "below": (lambda v, t: v < t, "<"),
-    "at_most": (lambda v, t: v <= t, "<="),
+_OPS: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "above": (operator.gt, ">"),
+    "at_least": (operator.ge, ">="),
+    "below": (operator.lt, "<"),
+    "at_most": (operator.le, "<="),
 }
 _NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(.*?)\s*$")
 
@@ -151,7 +153,10 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         ]
         days = _days(view, passing)
         used = [_used(view, cond.fact, r, "latest") for r in passing]
-        text = f"{days} of {cond.readings} {cond.fact} results on separate days meet the cut point"
+        text = (
+            f"{days} of {cond.readings} {cond.fact} results on separate days "
+            "meet the cut point"
+        )
         return LeafResult(days >= cond.readings, facts=used, detail=[text])
 
     if cond.value == "latest":
@@ -178,14 +183,14 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         units.pop() if len(units) == 1 else (first_cut.unit if first_cut else fact.unit)
     )
     values = [_in_unit(r, unit, fact) for r in readings]
-    agg = (
+    agg: float = (
         fmean(values)
         if cond.value == "mean"
         else (min(values) if cond.value == "min" else max(values))
     )
     agg = _round(agg, fact, unit)
     ok, shown = _compare_value(agg, unit, cond, fact)
-    used = FactUsed(
+    summary = FactUsed(
         name=cond.fact,
         value=agg,
         unit=unit,
@@ -194,7 +199,7 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         readings=len(readings),
         source=", ".join(r.source for r in readings[-5:] if r.source),
     )
-    return LeafResult(ok, facts=[used], detail=shown)
+    return LeafResult(ok, facts=[summary], detail=shown)
 
 
 def _lasting(
@@ -218,7 +223,10 @@ def _lasting(
     span = view.time_of(run[0]) - view.time_of(run[-1])
     used = [_used(view, cond.fact, r, "latest") for r in (run[0], run[-1])]
     if span > needed:
-        text = f"{cond.fact} in range for {span.days} days (more than {cond.lasting_more_than})"
+        text = (
+            f"{cond.fact} in range for {span.days} days "
+            f"(more than {cond.lasting_more_than})"
+        )
         return LeafResult(True, facts=used, detail=[text])
     text = (
         f"{cond.fact} in range for {span.days} days so far; needs more than "
@@ -232,7 +240,11 @@ def _lasting(
 def _used(view: CaseView, name: str, r: Reading, aggregate: str) -> FactUsed:
     value = r.value
     fact = view.catalogue.quantities.get(name)
-    if fact is not None and isinstance(value, float) and (r.unit or fact.unit) == fact.unit:
+    if (
+        fact is not None
+        and isinstance(value, float)
+        and (r.unit or fact.unit) == fact.unit
+    ):
         value = _round(value, fact, fact.unit)
     return FactUsed(
         name=name,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -49,20 +49,20 @@ def locate(raw: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
     for step in loc:
         if isinstance(node, dict) and step in node:
             try:
-                kl, kc = node.lc.key(step)
+                kl, kc = cast(Any, node).lc.key(step)
                 line, col = kl + 1, kc + 1
             except (AttributeError, KeyError, TypeError):
                 pass
             node = node[step]
         elif isinstance(node, list) and isinstance(step, int) and step < len(node):
             try:
-                il, ic = node.lc.item(step)
+                il, ic = cast(Any, node).lc.item(step)
                 line, col = il + 1, ic + 1
             except (AttributeError, KeyError, TypeError):
                 pass
             node = node[step]
         elif step == "not_" and isinstance(node, dict) and "not" in node:
-            kl, kc = node.lc.key("not")
+            kl, kc = cast(Any, node).lc.key("not")
             line, col = kl + 1, kc + 1
             node = node["not"]
     return line, col

@@ -38,7 +38,9 @@ def test_score_at_prior_leaves_certainty_unchanged(c: float, prior: float) -> No
 
 
 @given(inner, inner, inner)
-def test_score_above_prior_raises_and_below_lowers(c: float, p: float, prior: float) -> None:
+def test_score_above_prior_raises_and_below_lowers(
+    c: float, p: float, prior: float
+) -> None:
     updated = update_with_score(c, p, prior)
     assert 0.0 < updated < 1.0
     if p > prior + 1e-9:

@@ -89,7 +89,10 @@ def test_quiet_host_runs_chained_actions_inside_the_call() -> None:
 
     definition = {
         "first": {"all": [{"m": {"t": "start"}}], "run": first},
-        "second": {"all": [{"m": {"t": "derived"}}], "run": lambda c: order.append("2")},
+        "second": {
+            "all": [{"m": {"t": "derived"}}],
+            "run": lambda c: order.append("2"),
+        },
     }
     host, name = _host(definition)
     host.assert_fact(name, {"t": "start", "sid": "x"})
@@ -99,15 +102,23 @@ def test_quiet_host_runs_chained_actions_inside_the_call() -> None:
 def _chain_matcher(max_firings: int = 100) -> tuple[Matcher, list[str]]:
     def definition(action_for: Any) -> dict[str, Any]:
         return {
-            "r0_0": {"all": [{"l": {"$and": [{"t": "leaf"}, {"k": 0}, {"v": True}]}}],
-                     "run": action_for(0, 0)},
-            "r1_0": {"all": [{"f": {"$and": [{"t": "finding"}, {"f": "a"}]}}],
-                     "run": action_for(1, 0)},
+            "r0_0": {
+                "all": [{"l": {"$and": [{"t": "leaf"}, {"k": 0}, {"v": True}]}}],
+                "run": action_for(0, 0),
+            },
+            "r1_0": {
+                "all": [{"f": {"$and": [{"t": "finding"}, {"f": "a"}]}}],
+                "run": action_for(1, 0),
+            },
         }
 
     produces = {0: ["a"], 1: ["b"]}
-    matcher = Matcher(definition, lambda s, ri, ci: produces[ri], lambda: {"a"},
-                      max_firings=max_firings)
+    matcher = Matcher(
+        definition,
+        lambda s, ri, ci: produces[ri],
+        lambda: {"a"},
+        max_firings=max_firings,
+    )
     return matcher, []
 
 

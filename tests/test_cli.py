@@ -18,7 +18,9 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 
 def test_json_output_is_exactly_one_document_with_codes_and_evidence() -> None:
-    code, out, _err = _run("evaluate", str(EXAMPLE), "--as-of", "last", "--format", "json")
+    code, out, _err = _run(
+        "evaluate", str(EXAMPLE), "--as-of", "last", "--format", "json"
+    )
     assert code == 0
     doc = json.loads(out)  # the whole of stdout parses as one document
     assert doc["notice"].startswith("Decision support only, not a medical device")
@@ -49,7 +51,9 @@ def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
 
 def test_bundle_without_patient_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "b.json"
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}))
+    path.write_text(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []})
+    )
     code, out, err = _run("evaluate", str(path), "--format", "json")
     assert code == EXIT_INPUT
     assert out == ""
@@ -57,10 +61,12 @@ def test_bundle_without_patient_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_broken_rules_folder_is_refused_with_located_problems(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("ruleset: {id: x, title: t, version: '1', source: s}\n"
-                                     "rules:\n  - id: r1\n    title: t\n"
-                                     "    when: {fact: sytolic_bp, at_least: 1 mmHg}\n"
-                                     "    then: [{finding: f}]\n")
+    (tmp_path / "r.yaml").write_text(
+        "ruleset: {id: x, title: t, version: '1', source: s}\n"
+        "rules:\n  - id: r1\n    title: t\n"
+        "    when: {fact: sytolic_bp, at_least: 1 mmHg}\n"
+        "    then: [{finding: f}]\n"
+    )
     code, out, err = _run("evaluate", str(EXAMPLE), "--rules", str(tmp_path))
     assert code == EXIT_RULES
     assert out == ""

@@ -58,7 +58,9 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     then: [{finding: f1}]
 """
     msgs = _load(tmp_path, body)
-    assert any("unknown key `at_lest`" in m and "did you mean `at_least`?" in m for m in msgs)
+    assert any(
+        "unknown key `at_lest`" in m and "did you mean `at_least`?" in m for m in msgs
+    )
 
 
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
@@ -91,8 +93,9 @@ def test_empty_and_non_utf8_files(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("", encoding="utf-8")
     with pytest.raises(RuleFileError) as info:
         KnowledgeBase.load(tmp_path)
-    assert str(info.value.problems[0]).endswith("the file is empty; a rule file "
-                                                "starts with `ruleset:` and has `rules:`")
+    assert str(info.value.problems[0]).endswith(
+        "the file is empty; a rule file starts with `ruleset:` and has `rules:`"
+    )
     (tmp_path / "r.yaml").write_bytes(HEADER.encode() + b"  - id: r\xff1\n")
     with pytest.raises(RuleFileError) as info:
         KnowledgeBase.load(tmp_path)
@@ -121,8 +124,10 @@ def test_chaining_cycle_is_refused(tmp_path: Path) -> None:
     then: [{finding: b}]
 """
     msgs = _load(tmp_path, body)
-    assert any("chaining cycle: r1 -> r2 -> r1" in m or "chaining cycle: r2 -> r1 -> r2" in m
-               for m in msgs)
+    assert any(
+        "chaining cycle: r1 -> r2 -> r1" in m or "chaining cycle: r2 -> r1 -> r2" in m
+        for m in msgs
+    )
 
 
 def test_every_problem_of_every_file_in_one_run(tmp_path: Path) -> None:
@@ -136,16 +141,26 @@ def test_every_problem_of_every_file_in_one_run(tmp_path: Path) -> None:
     then: [{finding: f2}]
 """
     (tmp_path / "a.yaml").write_text(HEADER + bad, encoding="utf-8")
-    (tmp_path / "b.yaml").write_text(HEADER.replace("test_rules", "other") + bad.replace(
-        "r1", "r3").replace("r2", "r4"), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(
+        HEADER.replace("test_rules", "other")
+        + bad.replace("r1", "r3").replace("r2", "r4"),
+        encoding="utf-8",
+    )
     with pytest.raises(RuleFileError) as info:
         KnowledgeBase.load(tmp_path)
     text = [str(p) for p in info.value.problems]
     assert len(text) == 4
-    assert any("the threshold 6.5 for hba1c has no unit; write `6.5 %`" in t for t in text)
+    assert any(
+        "the threshold 6.5 for hba1c has no unit; write `6.5 %`" in t for t in text
+    )
 
 
 def test_bundled_knowledge_base_is_clean() -> None:
     kb = KnowledgeBase.load()
     assert kb.warnings == []
-    assert set(kb.info.rulesets) == {"blood_pressure", "diabetes", "kidney", "metformin"}
+    assert set(kb.info.rulesets) == {
+        "blood_pressure",
+        "diabetes",
+        "kidney",
+        "metformin",
+    }

@@ -39,7 +39,9 @@ def blind(kb: KnowledgeBase, cases: list[Case]) -> list[Assessment]:
     return [kb.evaluate(c, as_of=c.last_recorded, use_conditions=False) for c in cases]
 
 
-def test_every_bundle_evaluates_in_json_and_rich(kb: KnowledgeBase, cases: list[Case]) -> None:
+def test_every_bundle_evaluates_in_json_and_rich(
+    kb: KnowledgeBase, cases: list[Case]
+) -> None:
     assert len(cases) == 100
     for case in cases:
         result = kb.evaluate(case, as_of=case.last_recorded)
@@ -63,14 +65,19 @@ def _recorded(case: Case, concept: str) -> bool:
 
 
 def _agreement(
-    cases: list[Case], results: list[Assessment], concepts: tuple[str, ...], engine: set[str]
+    cases: list[Case],
+    results: list[Assessment],
+    concepts: tuple[str, ...],
+    engine: set[str],
 ) -> tuple[int, int, int, int, int]:
     tp = fp = tn = fn = undetermined = 0
     for case, result in zip(cases, results, strict=True):
         truth = any(_recorded(case, c) for c in concepts)
         found = {f.id for f in result.findings} | {d.id for d in result.diagnoses}
         said = bool(found & engine)
-        if not said and any(u.rule_id in _DECIDING[concepts[0]] for u in result.undetermined):
+        if not said and any(
+            u.rule_id in _DECIDING[concepts[0]] for u in result.undetermined
+        ):
             undetermined += 1
             continue
         if truth and said:
@@ -96,22 +103,33 @@ def test_agreement_with_recorded_conditions(
     cases: list[Case], blind: list[Assessment], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = [
-        ("hypertension, stage 1 or 2", ("hypertension",),
-         {"stage_1_hypertension", "stage_2_hypertension"}),
+        (
+            "hypertension, stage 1 or 2",
+            ("hypertension",),
+            {"stage_1_hypertension", "stage_2_hypertension"},
+        ),
         ("hypertension, stage 2 only", ("hypertension",), {"stage_2_hypertension"}),
         ("hypertension, stage 1 only", ("hypertension",), {"stage_1_hypertension"}),
         ("diabetes", ("diabetes",), {"diabetes"}),
         ("prediabetes", ("prediabetes",), {"prediabetes"}),
-        ("chronic kidney disease", ("chronic_kidney_disease",), {"chronic_kidney_disease"}),
+        (
+            "chronic kidney disease",
+            ("chronic_kidney_disease",),
+            {"chronic_kidney_disease"},
+        ),
     ]
-    lines = ["condition | recorded | TP FP TN FN | undetermined | sensitivity | specificity"]
+    lines = [
+        "condition | recorded | TP FP TN FN | undetermined | sensitivity | specificity"
+    ]
     for label, concepts, engine in rows:
         tp, fp, tn, fn, und = _agreement(cases, blind, concepts, engine)
         assert tp + fp + tn + fn + und == len(cases)
         sens = tp / (tp + fn) if tp + fn else float("nan")
         spec = tn / (tn + fp) if tn + fp else float("nan")
-        lines.append(f"{label} | {tp + fn} | {tp} {fp} {tn} {fn} | {und} | "
-                     f"{sens:.2f} | {spec:.2f}")
+        lines.append(
+            f"{label} | {tp + fn} | {tp} {fp} {tn} {fn} | {und} | "
+            f"{sens:.2f} | {spec:.2f}"
+        )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     # The blind run must not see the problem list at all.
