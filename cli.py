@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from engine import (
     read_input,
 )
 from engine.errors import CdssError, Problem
+from engine.knowledge import default_rules_dir, rule_file_paths
 
 EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
     1,
@@ -72,9 +74,11 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _load(rules: Path | None, models: Path | None) -> KnowledgeBase:
+def _load(
+    rules: Path | None, models: Path | None, approved_only: bool = False
+) -> KnowledgeBase:
     try:
-        return KnowledgeBase.load(rules, models)
+        return KnowledgeBase.load(rules, models, approved_only=approved_only)
     except RuleFileError as err:
         for p in err.problems:
             err_console.print(str(p), highlight=False, markup=False)
@@ -274,25 +278,100 @@ def rules() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--models", type=click.Path(path_type=Path), default=None)
-def rules_check(paths: tuple[Path, ...], fmt: str, models: Path | None) -> None:
-    """Check rule files; every problem of every file, located."""
+@click.option(
+    "--approved-only",
+    is_flag=True,
+    help="Refuse rules not approved or whose review date has passed.",
+)
+def rules_check(
+    paths: tuple[Path, ...], fmt: str, models: Path | None, approved_only: bool
+) -> None:
+    """Check rule files; every problem of every file, located.
+
+    A single file is checked with the other rule files of its folder as
+    context (findings they assert), and only its own problems are shown.
+    Exit code 0 clean, 1 problems found, 2 unusable arguments.
+    """
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {', '.join(map(str, missing))}", EXIT_USAGE)
+    targets = list(paths) or [default_rules_dir()]
+    context = sorted({p.parent if p.is_file() else p for p in targets})
+    shown = {str(f.resolve()) for f in rule_file_paths(targets)}
     problems: list[Problem] = []
     try:
-        kb = KnowledgeBase.load(list(paths) or None, models)
+        kb = KnowledgeBase.load(context, models, approved_only=approved_only)
         problems = kb.warnings
     except RuleFileError as err:
         problems = err.problems
     except ModelError as err:
         _fail(str(err), EXIT_MODEL)
+    problems = [p for p in problems if str(Path(p.path).resolve()) in shown]
     if fmt == "json":
-        sys.stdout.write(json.dumps([p.__dict__ for p in problems], indent=2) + "\n")
+        sys.stdout.write(json.dumps([asdict(p) for p in problems], indent=2) + "\n")
     else:
         for p in problems:
             click.echo(str(p))
         errors = sum(1 for p in problems if p.severity == "error")
-        click.echo(f"{errors} error(s), {len(problems) - errors} warning(s)")
+        click.echo(
+            f"{errors} error(s), {len(problems) - errors} warning(s) "
+            f"in {len(shown)} file(s)"
+        )
     if any(p.severity == "error" for p in problems):
         sys.exit(EXIT_PROBLEMS)
+
+
+@rules.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The knowledge base to test (default: the bundled rules/).",
+)
+@click.option("--models", type=click.Path(path_type=Path), default=None)
+def rules_test(
+    paths: tuple[Path, ...], rules_dir: Path | None, models: Path | None
+) -> None:
+    """Run rule tests (*.test.yaml); show expected versus got for each failure.
+
+    Exit code 0 all passed, 1 failures, 2 unusable arguments, 4 rules refused.
+    """
+    from engine.ruletests import run_rule_tests
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {', '.join(map(str, missing))}", EXIT_USAGE)
+    kb = _load(rules_dir, models)
+    results, problems = run_rule_tests(
+        kb, list(paths) or [rules_dir or default_rules_dir()]
+    )
+    for p in problems:
+        click.echo(str(p))
+    for r in results:
+        if r.passed:
+            click.echo(f"PASS {r.file}:{r.line} {r.name}")
+            continue
+        click.echo(f"FAIL {r.file}:{r.line} {r.name}")
+        for failure in r.failures:
+            click.echo(f"     {failure}")
+        click.echo(f"     rules fired: {', '.join(r.fired) or 'none'}")
+    failed = sum(1 for r in results if not r.passed)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed or problems or not results:
+        sys.exit(EXIT_PROBLEMS)
+
+
+@rules.command("schema")
+@click.option("--tests", is_flag=True, help="The schema of rule test files instead.")
+def rules_schema(tests: bool) -> None:
+    """Print the JSON Schema of rule files (for a YAML language server)."""
+    from engine.ruleformat import RuleFile
+    from engine.ruletests import RuleTestFile
+
+    model = RuleTestFile if tests else RuleFile
+    sys.stdout.write(json.dumps(model.model_json_schema(), indent=2) + "\n")
 
 
 @main.group()

@@ -73,6 +73,7 @@ class CaseView:
     catalogue: Catalogue
     readings: dict[str, list[Reading]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    missing_inputs: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
@@ -158,16 +159,28 @@ class CaseView:
                 self._ckd_epi(calc)
 
     def _ckd_epi(self, calc: Calculation) -> None:
+        creatinine = self.readings.get("creatinine", [])
         sex = self.case.sex
         if sex not in ("female", "male"):
+            if creatinine:
+                # Spec 0.4: name what is missing, not only the fact it feeds.
+                self.missing_inputs.setdefault(calc.fact, []).append("sex")
+                self.notes.append(
+                    f"{calc.fact} not calculated: the equation needs sex female or male"
+                )
             return
         fact = self.catalogue.quantities["creatinine"]
         formula = FORMULAS[calc.formula]
         min_age = float(calc.parameters.get("min_age", 18))
         derived = []
-        for reading in self.readings.get("creatinine", []):
+        for reading in creatinine:
             age = self.age_at(reading.time)
-            if age is None or age < min_age or not isinstance(reading.value, float):
+            if age is None or age < min_age:
+                self.missing_inputs.setdefault(calc.fact, []).append(
+                    "age" if age is None else f"age >= {min_age:g} (not applicable)"
+                )
+                continue
+            if not isinstance(reading.value, float):
                 continue
             try:
                 scr = convert(reading.value, reading.unit or "mg/dL", "mg/dL", fact)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from . import ruleformat as rf
 from .assessment import Assessment, KnowledgeBaseInfo
 from .catalogue import Catalogue, default_catalogue
 from .chaining import Matcher, Session
-from .checks import check_rule_files
+from .analysis import analyse
+from .checks import check_rule_files, rule_sites
 from .compiler import (
     MAX_CONJUNCTS,
     MAX_DURABLE_RULES,
@@ -68,6 +69,14 @@ def rule_file_paths(paths: Iterable[Path]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def _shown(path: Path) -> Path:
+    """A path as messages show it: relative to the working folder when inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _digest(paths: list[Path]) -> str:
@@ -136,6 +145,56 @@ def _order(rules: list[CompiledRule]) -> tuple[list[int], list[Problem]]:
     return order, []
 
 
+def _governance(
+    files: list[LoadedFile], approved_only: bool, today: date
+) -> list[Problem]:
+    """Rules a deployment refuses: not approved, or past their review date."""
+    out = []
+    for site in rule_sites(files):
+        rule = site.rule
+        line, col = site.at(None)
+        if rule.status == "retired":
+            out.append(
+                Problem(
+                    site.file.path,
+                    line,
+                    col,
+                    "the rule is retired and does not run",
+                    rule_id=rule.id,
+                    hint="delete it when no longer needed",
+                    severity="warning",
+                    code="retired",
+                )
+            )
+        if not approved_only:
+            continue
+        if rule.status == "draft":
+            out.append(
+                Problem(
+                    site.file.path,
+                    line,
+                    col,
+                    "the rule is a draft; this deployment accepts approved rules only",
+                    rule_id=rule.id,
+                    hint="have it reviewed and set `status: approved`",
+                    code="not-approved",
+                )
+            )
+        if rule.review_due is not None and rule.review_due < today:
+            out.append(
+                Problem(
+                    site.file.path,
+                    line,
+                    col,
+                    f"the rule's review was due on {rule.review_due}",
+                    rule_id=rule.id,
+                    hint="review it and set a new `review_due`",
+                    code="review-overdue",
+                )
+            )
+    return out
+
+
 class KnowledgeBase:
     """Rule files and models, compiled and ready to evaluate many cases.
 
@@ -159,6 +218,8 @@ class KnowledgeBase:
         problems: list[Problem] = []
         for f in files:
             for i, rule in enumerate(f.model.rules):
+                if rule.status == "retired":
+                    continue
                 line = f.raw["rules"].lc.item(i)[0] + 1
                 expr = compile_expr(rule.when, self.leaves)
                 start = len(self.leaves)
@@ -284,6 +345,8 @@ class KnowledgeBase:
         models: Path | None = None,
         *,
         catalogue: Catalogue | None = None,
+        approved_only: bool = False,
+        today: date | None = None,
     ) -> KnowledgeBase:
         """Load rule files and models.
 
@@ -291,6 +354,9 @@ class KnowledgeBase:
             rules: A folder, a file, or several; default the bundled ``rules/``.
             models: A folder of model folders; default the bundled ``models/``.
             catalogue: The fact catalogue; default the engine's.
+            approved_only: Refuse rules whose status is not ``approved`` or
+                whose ``review_due`` date is before ``today``.
+            today: The date review dates are judged against; default today.
 
         Raises:
             RuleFileError: With every problem of every file, if any is an error.
@@ -318,7 +384,7 @@ class KnowledgeBase:
                     for p in missing
                 ]
             )
-        paths = rule_file_paths(rule_inputs)
+        paths = [_shown(p) for p in rule_file_paths(rule_inputs)]
         if not paths:
             raise RuleFileError(
                 [
@@ -343,6 +409,9 @@ class KnowledgeBase:
                 files.append(loaded)
         if not problems:
             problems += check_rule_files(files, catalogue, set(loaded_models))
+        if not any(p.severity == "error" for p in problems):
+            problems += analyse(files, catalogue)
+        problems += _governance(files, approved_only, today or date.today())
         if any(p.severity == "error" for p in problems):
             raise RuleFileError(problems)
         artifacts = [m.folder / "model.skops" for m in loaded_models.values()]

@@ -113,11 +113,9 @@ def _compare_value(
             continue
         native = [c for c in cuts if c.unit == value_unit]
         cut = native[0] if native else cuts[0]
-        v = (
-            value
-            if native
-            else _round(convert(value, value_unit, cut.unit, fact), fact, cut.unit)
-        )
+        # Spec 0.3: round (half-up, in the canonical unit) before banding.
+        raw = value if native else convert(value, value_unit, cut.unit, fact)
+        v = _round(raw, fact, cut.unit)
         ok = ok and test(v, cut.value)
         shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
     return ok, shown
@@ -136,7 +134,8 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         detail = [f"no {cond.fact}{window}"]
         if cond.if_missing is not None:
             return LeafResult(cond.if_missing, detail=detail)
-        return LeafResult(None, missing=[cond.fact], detail=detail)
+        inputs = sorted(set(view.missing_inputs.get(cond.fact, [])))
+        return LeafResult(None, missing=[cond.fact, *inputs], detail=detail)
     has_threshold = any(getattr(cond, op) is not None for op in _OPS)
     if not has_threshold:
         latest = readings[-1]

@@ -27,6 +27,7 @@ Condition keys, read as a clinician would say them::
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -319,7 +320,12 @@ class Rule(_Strict):
     evidence_grade: str | None = None
     author: str | None = None
     reviewer: str | None = None
-    reviewed: str | None = Field(None, description="Review date, YYYY-MM-DD.")
+    reviewed: date | None = Field(None, description="Last review, YYYY-MM-DD.")
+    review_due: date | None = Field(
+        None,
+        description="Next review due, YYYY-MM-DD; a deployment may refuse "
+        "rules past it.",
+    )
     status: Literal["draft", "approved", "retired"] = "approved"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from engine import Assessment, Case, CodedEntry, Recommendation, Reading, Undetermined
+from engine import Assessment, Case, CodedEntry, Reading, Recommendation, Undetermined
 from engine.formulas import ckd_epi_2021_creatinine
 
 __all__ = [
@@ -143,7 +143,7 @@ def case(
     for part in parts:
         for fact, readings in part.items():
             merged.setdefault(fact, []).extend(readings)
-    readings = {
+    by_fact = {
         fact: tuple(sorted(values, key=lambda r: r.time or NOW))
         for fact, values in merged.items()
     }
@@ -153,7 +153,7 @@ def case(
         "case_id": case_id,
         "birth_date": birth_date,
         "sex": sex,
-        "readings": readings,
+        "readings": by_fact,
         "conditions": tuple(conditions),
         "medications": tuple(medications),
     }

@@ -326,7 +326,9 @@ def random_glucose(value: float, unit: str = "mg/dL") -> Readings:
     return lab("random_glucose", value, unit)
 
 
-@pytest.mark.parametrize(("value", "unit"), [(250, "mg/dL"), (200, "mg/dL"), (13.9, "mmol/L")])
+@pytest.mark.parametrize(
+    ("value", "unit"), [(250, "mg/dL"), (200, "mg/dL"), (13.9, "mmol/L")]
+)
 def test_high_random_glucose_is_not_diagnostic(
     kb: KnowledgeBase, value: float, unit: str
 ) -> None:

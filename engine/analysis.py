@@ -1,0 +1,354 @@
+"""Static analysis of rulesets: conditions that can never hold, bands with
+gaps or overlaps, findings nobody uses, and recommendations made and blocked
+under the very same condition.
+
+Thresholds are compared in the fact's canonical unit (converted where a cut
+point is given only in another unit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from . import ruleformat as rf
+from .catalogue import Catalogue, QuantityFact
+from .checks import RuleSite, rule_sites
+from .errors import Problem, UnitError
+from .leaves import thresholds_of
+from .loader import LoadedFile
+from .units import convert
+
+__all__ = ["Interval", "analyse"]
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A range of values: ``lo`` to ``hi``, each end open or closed."""
+
+    lo: float = -_INF
+    lo_closed: bool = False
+    hi: float = _INF
+    hi_closed: bool = False
+
+    def empty(self) -> bool:
+        """True when no value lies in the range."""
+        if self.lo > self.hi:
+            return True
+        return self.lo == self.hi and not (self.lo_closed and self.hi_closed)
+
+    def meet(self, other: Interval) -> Interval:
+        """The intersection."""
+        if self.lo > other.lo or (self.lo == other.lo and not self.lo_closed):
+            lo, lo_c = self.lo, self.lo_closed
+        else:
+            lo, lo_c = other.lo, other.lo_closed
+        if self.hi < other.hi or (self.hi == other.hi and not self.hi_closed):
+            hi, hi_c = self.hi, self.hi_closed
+        else:
+            hi, hi_c = other.hi, other.hi_closed
+        return Interval(lo, lo_c, hi, hi_c)
+
+    def text(self, unit: str) -> str:
+        """Readable form, e.g. ``[30, 45) mL/min``."""
+        left = "[" if self.lo_closed else "("
+        right = "]" if self.hi_closed else ")"
+        return f"{left}{self.lo:g}, {self.hi:g}{right} {unit}"
+
+
+def _cut(value: rf.Threshold | None, fact: QuantityFact) -> float | None:
+    cuts = thresholds_of(value)
+    if not cuts:
+        return None
+    native = [c for c in cuts if c.unit == fact.unit]
+    cut = native[0] if native else cuts[0]
+    if cut.unit == fact.unit:
+        return cut.value
+    try:
+        return convert(cut.value, cut.unit, fact.unit, fact)
+    except UnitError:
+        return None
+
+
+def interval_of(cond: rf.FactComparison, fact: QuantityFact) -> Interval:
+    """The values a comparison accepts, in the fact's canonical unit."""
+    out = Interval()
+    for op, closed, lower in (
+        ("above", False, True),
+        ("at_least", True, True),
+        ("below", False, False),
+        ("at_most", True, False),
+    ):
+        v = _cut(getattr(cond, op), fact)
+        if v is None:
+            continue
+        bound = Interval(v, closed) if lower else Interval(hi=v, hi_closed=closed)
+        out = out.meet(bound)
+    return out
+
+
+def _key(cond: rf.FactComparison) -> tuple[Any, ...]:
+    return (
+        cond.fact,
+        cond.value,
+        cond.within,
+        cond.readings,
+        cond.min_readings,
+        cond.lasting_more_than,
+    )
+
+
+def _problem(
+    site: RuleSite,
+    node: Any,
+    key: str | None,
+    msg: str,
+    hint: str,
+    code: str,
+    severity: str = "error",
+) -> Problem:
+    line, col = site.at(node, key) if key is not None else site.at(None)
+    return Problem(
+        site.file.path,
+        line,
+        col,
+        msg,
+        rule_id=site.rule.id,
+        hint=hint,
+        code=code,
+        severity=severity,
+    )
+
+
+def _never_true(site: RuleSite, cat: Catalogue) -> list[Problem]:
+    out = []
+
+    def visit(cond: rf.Condition, raw: Any) -> None:
+        if isinstance(cond, rf.FactComparison) and cond.fact in cat.quantities:
+            fact = cat.quantities[cond.fact]
+            iv = interval_of(cond, fact)
+            if iv.empty():
+                out.append(
+                    _problem(
+                        site,
+                        raw,
+                        "fact",
+                        f"this comparison of {cond.fact} can never be true "
+                        f"(it asks for {iv.text(fact.unit)})",
+                        "check the direction of above/below",
+                        "never-true",
+                    )
+                )
+        if isinstance(cond, rf.AllOf):
+            groups: dict[tuple[Any, ...], list[rf.FactComparison]] = defaultdict(list)
+            for c in cond.all:
+                if isinstance(c, rf.FactComparison) and c.fact in cat.quantities:
+                    groups[_key(c)].append(c)
+            for key, comps in groups.items():
+                fact = cat.quantities[key[0]]
+                joint = Interval()
+                for c in comps:
+                    joint = joint.meet(interval_of(c, fact))
+                if len(comps) > 1 and joint.empty():
+                    out.append(
+                        _problem(
+                            site,
+                            raw,
+                            "all",
+                            f"these conditions on {key[0]} can never all be "
+                            "true together",
+                            "check the thresholds; did you mean `any`?",
+                            "never-true",
+                        )
+                    )
+            for c, r in zip(cond.all, raw["all"], strict=True):
+                visit(c, r)
+        elif isinstance(cond, rf.AnyOf):
+            for c, r in zip(cond.any, raw["any"], strict=True):
+                visit(c, r)
+        elif isinstance(cond, rf.AtLeastOf):
+            if cond.at_least > len(cond.of):
+                out.append(
+                    _problem(
+                        site,
+                        raw,
+                        "at_least",
+                        f"at_least {cond.at_least} of {len(cond.of)} "
+                        "conditions can never be true",
+                        f"use a number from 1 to {len(cond.of)}",
+                        "never-true",
+                    )
+                )
+            for c, r in zip(cond.of, raw["of"], strict=True):
+                visit(c, r)
+        elif isinstance(cond, rf.Not):
+            visit(cond.not_, raw["not"])
+
+    visit(site.rule.when, site.raw["when"])
+    return out
+
+
+def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
+    """Rules of one ruleset that each test only one fact form a band family."""
+    out = []
+    families: dict[tuple[Any, ...], list[tuple[RuleSite, Interval]]] = defaultdict(list)
+    for s in sites:
+        when = s.rule.when
+        if isinstance(when, rf.FactComparison) and when.fact in cat.quantities:
+            if when.if_missing is None:
+                fact = cat.quantities[when.fact]
+                families[(s.file.path, *_key(when))].append(
+                    (s, interval_of(when, fact))
+                )
+    for key, members in families.items():
+        if len(members) < 3:
+            continue
+        fact = cat.quantities[key[1]]
+        lo, hi = fact.plausible or (-_INF, _INF)
+        members.sort(key=lambda m: (m[1].lo, not m[1].lo_closed))
+        first = members[0][1]
+        if first.lo > lo:
+            out.append(
+                _problem(
+                    members[0][0],
+                    None,
+                    None,
+                    f"bands of {fact.name} leave values from {lo:g} up to "
+                    f"{first.lo:g} {fact.unit} in no category",
+                    "extend the lowest band",
+                    "band-gap",
+                )
+            )
+        for (sa, a), (sb, b) in zip(members, members[1:], strict=False):
+            if a.hi < b.lo or (a.hi == b.lo and not a.hi_closed and not b.lo_closed):
+                out.append(
+                    _problem(
+                        sb,
+                        None,
+                        None,
+                        f"bands of {fact.name} leave "
+                        f"{Interval(a.hi, not a.hi_closed, b.lo, not b.lo_closed).text(fact.unit)}"
+                        f" in no category (between {sa.rule.id} and {sb.rule.id})",
+                        "make each band start where the previous one ends",
+                        "band-gap",
+                    )
+                )
+            elif a.hi > b.lo or (a.hi == b.lo and a.hi_closed and b.lo_closed):
+                both = a.meet(b)
+                out.append(
+                    _problem(
+                        sb,
+                        None,
+                        None,
+                        f"bands of {fact.name} overlap: {both.text(fact.unit)} "
+                        f"is in both {sa.rule.id} and {sb.rule.id}",
+                        "use `below` in one band and `at_least` in the next",
+                        "band-overlap",
+                    )
+                )
+        last = members[-1][1]
+        if last.hi < hi:
+            out.append(
+                _problem(
+                    members[-1][0],
+                    None,
+                    None,
+                    f"bands of {fact.name} leave values above {last.hi:g} "
+                    f"{fact.unit} in no category",
+                    "extend the highest band",
+                    "band-gap",
+                )
+            )
+    return out
+
+
+def _made_and_blocked(sites: list[RuleSite]) -> list[Problem]:
+    out = []
+    made: dict[tuple[str, str], RuleSite] = {}
+    for s in sites:
+        when = json.dumps(s.rule.when.model_dump(mode="json"), sort_keys=True)
+        for a in s.rule.then:
+            if isinstance(a, rf.RecommendationAction):
+                made[(a.recommendation.id, when)] = s
+    for s in sites:
+        when = json.dumps(s.rule.when.model_dump(mode="json"), sort_keys=True)
+        for a in s.rule.then:
+            if isinstance(a, rf.BlockAction):
+                maker = made.get((a.block.recommendation, when))
+                if maker is not None:
+                    out.append(
+                        _problem(
+                            s,
+                            None,
+                            None,
+                            f"recommendation `{a.block.recommendation}` is made "
+                            f"by {maker.rule.id} and blocked by {s.rule.id} "
+                            "under the very same condition",
+                            "one of the two rules is wrong; make the conditions differ",
+                            "made-and-blocked",
+                        )
+                    )
+    return out
+
+
+def _unused_findings(sites: list[RuleSite]) -> list[Problem]:
+    tested: set[str] = set()
+
+    def collect(cond: rf.Condition) -> None:
+        if isinstance(cond, rf.FindingTest):
+            tested.add(cond.finding)
+        for child in (
+            getattr(cond, "all", None)
+            or getattr(cond, "any", None)
+            or getattr(cond, "of", None)
+            or []
+        ):
+            collect(child)
+        if isinstance(cond, rf.Not):
+            collect(cond.not_)
+
+    for s in sites:
+        collect(s.rule.when)
+    out = []
+    for s in sites:
+        for i, a in enumerate(s.rule.then):
+            if (
+                isinstance(a, rf.FindingAction)
+                and a.display is None
+                and a.finding not in tested
+            ):
+                out.append(
+                    _problem(
+                        s,
+                        s.raw["then"],
+                        i,
+                        f"finding `{a.finding}` is asserted but no rule tests "
+                        "it and it has no display text",
+                        "give it `display:` if it is meant for the clinician, "
+                        "or remove it",
+                        "finding-unused",
+                        severity="warning",
+                    )
+                )
+    return out
+
+
+def analyse(files: list[LoadedFile], catalogue: Catalogue) -> list[Problem]:
+    """Run the static analyses over validated rule files.
+
+    XXX: bands over two facts at once (blood pressure: systolic and diastolic)
+    are not analysed; only families of rules that each test one fact are. The
+    2-D case is pinned by tests/test_analysis.py::test_two_fact_bands_are_not_analysed.
+    """
+    sites = list(rule_sites(files))
+    out: list[Problem] = []
+    for s in sites:
+        out += _never_true(s, catalogue)
+    out += _bands(sites, catalogue)
+    out += _made_and_blocked(sites)
+    out += _unused_findings(sites)
+    return out

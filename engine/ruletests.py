@@ -1,0 +1,212 @@
+"""Rule tests that authors write: YAML scenarios beside the rule files.
+
+A rule test file (``<name>.test.yaml``) holds scenarios: facts given as in a
+case file, the time of the evaluation, and the findings, diagnoses,
+recommendations and undetermined rules that must appear or must not::
+
+    tests:
+      - name: stage 2 by a systolic mean of 144
+        as_of: 2024-05-01
+        given:
+          patient: {age: 60, sex: male}
+          facts:
+            systolic_bp: [142 mmHg @ 2024-03-01, 146 mmHg @ 2024-04-20]
+            diastolic_bp: [78 mmHg @ 2024-03-01, 76 mmHg @ 2024-04-20]
+        expect:
+          findings: [stage_2_hypertension]
+          diagnoses: [hypertension]
+        absent:
+          findings: [stage_1_hypertension]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .assessment import Assessment
+from .casefile import load_yaml, read_case_data
+from .errors import InputError, Problem
+from .knowledge import KnowledgeBase
+from .loader import locate
+
+__all__ = [
+    "RuleTestFile",
+    "RuleTestResult",
+    "read_rule_tests",
+    "run_rule_tests",
+    "rule_test_paths",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Outcome(_Strict):
+    """What must appear (``expect``) or must not (``absent``)."""
+
+    findings: list[str] = Field(default_factory=list)
+    diagnoses: list[str] = Field(default_factory=list)
+    recommendations: list[str] = Field(
+        default_factory=list, description="Recommendations made and not blocked."
+    )
+    blocked: list[str] = Field(
+        default_factory=list, description="Recommendations shown as blocked."
+    )
+    undetermined: list[str] = Field(
+        default_factory=list, description="Rule ids that cannot be determined."
+    )
+    fired: list[str] = Field(default_factory=list, description="Rule ids that fired.")
+
+
+class RuleTest(_Strict):
+    """One scenario."""
+
+    name: str
+    as_of: date | datetime | None = Field(
+        None, description="Evaluation time; default: the latest reading's time."
+    )
+    given: dict[str, Any] = Field(description="A case, in the case-file format.")
+    expect: Outcome = Field(default_factory=Outcome)
+    absent: Outcome = Field(default_factory=Outcome)
+
+
+class RuleTestFile(_Strict):
+    """A rule test file."""
+
+    ruleset: str | None = Field(None, description="The ruleset these tests are for.")
+    tests: list[RuleTest] = Field(min_length=1)
+
+
+@dataclass
+class RuleTestResult:
+    """The outcome of one scenario."""
+
+    file: str
+    line: int
+    name: str
+    failures: list[str] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every expectation held."""
+        return not self.failures
+
+
+def rule_test_paths(paths: list[Path]) -> list[Path]:
+    """Rule test files under the given files or folders."""
+    out: list[Path] = []
+    for p in paths:
+        out += sorted(p.rglob("*.test.yaml")) if p.is_dir() else [p]
+    return out
+
+
+def read_rule_tests(path: Path) -> tuple[RuleTestFile | None, Any, list[Problem]]:
+    """Read and validate a rule test file, with located problems."""
+    shown = str(path)
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8"), source=shown)
+    except InputError as err:
+        return (
+            None,
+            None,
+            [
+                Problem(
+                    shown,
+                    0,
+                    0,
+                    f"{err.where}: {err.reason}",
+                    hint=err.hint,
+                    code="yaml",
+                )
+            ],
+        )
+    except (OSError, UnicodeDecodeError) as err:
+        return None, None, [Problem(shown, 0, 0, f"cannot read the file: {err}")]
+    try:
+        return RuleTestFile.model_validate(raw), raw, []
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            line, col = locate(raw, tuple(e["loc"]))
+            key = ".".join(str(s) for s in e["loc"])
+            problems.append(
+                Problem(shown, line, col, f"`{key}`: {e['msg'].lower()}", code="schema")
+            )
+        return None, raw, problems
+
+
+def _outcome(result: Assessment) -> dict[str, set[str]]:
+    return {
+        "findings": {f.id for f in result.findings},
+        "diagnoses": {d.id for d in result.diagnoses},
+        "recommendations": {
+            r.id for r in result.recommendations if r.status == "recommended"
+        },
+        "blocked": {r.id for r in result.recommendations if r.status == "blocked"},
+        "undetermined": {u.rule_id for u in result.undetermined},
+        "fired": set(result.rules_fired),
+    }
+
+
+def _as_of(test: RuleTest, last: datetime | None) -> datetime:
+    if isinstance(test.as_of, datetime):
+        return test.as_of if test.as_of.tzinfo else test.as_of.replace(tzinfo=UTC)
+    if isinstance(test.as_of, date):
+        return datetime.combine(test.as_of, time(23, 59, 59), tzinfo=UTC)
+    return last or datetime.now(UTC)
+
+
+def _run_one(
+    kb: KnowledgeBase, shown: str, line: int, test: RuleTest, raw: Any
+) -> RuleTestResult:
+    out = RuleTestResult(shown, line, test.name)
+    try:
+        case = read_case_data(
+            raw, source=f"{shown} (test {test.name!r})", catalogue=kb.catalogue
+        )
+    except InputError as err:
+        out.failures.append(f"`given` is not a valid case: {err}")
+        return out
+    result = kb.evaluate(case, as_of=_as_of(test, case.last_recorded))
+    got = _outcome(result)
+    out.fired = result.rules_fired
+    if result.problems:
+        out.failures.append("the assessment is partial: " + "; ".join(result.problems))
+    for kind, wanted in test.expect.model_dump().items():
+        missing = sorted(set(wanted) - got[kind])
+        if missing:
+            out.failures.append(f"expected {kind} {missing}; got {sorted(got[kind])}")
+    for kind, unwanted in test.absent.model_dump().items():
+        present = sorted(set(unwanted) & got[kind])
+        if present:
+            out.failures.append(f"expected no {kind} {present}; got them")
+    return out
+
+
+def run_rule_tests(
+    kb: KnowledgeBase, paths: list[Path]
+) -> tuple[list[RuleTestResult], list[Problem]]:
+    """Run every scenario of the given test files against a knowledge base.
+
+    Returns:
+        The results, and the problems of test files that could not be read.
+    """
+    results: list[RuleTestResult] = []
+    problems: list[Problem] = []
+    for path in rule_test_paths(paths):
+        model, raw, found = read_rule_tests(path)
+        problems += found
+        if model is None:
+            continue
+        for i, test in enumerate(model.tests):
+            node = cast(Any, raw)["tests"][i]
+            line = node.lc.line + 1 if hasattr(node, "lc") else 0
+            results.append(_run_one(kb, str(path), line, test, node["given"]))
+    return results, problems
