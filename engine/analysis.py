@@ -105,7 +105,7 @@ def _key(cond: rf.FactComparison) -> tuple[Any, ...]:
 def _problem(
     site: RuleSite,
     node: Any,
-    key: str | None,
+    key: str | int | None,
     msg: str,
     hint: str,
     code: str,
@@ -224,15 +224,15 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
                 )
             )
         for (sa, a), (sb, b) in zip(members, members[1:], strict=False):
+            gap = Interval(a.hi, not a.hi_closed, b.lo, not b.lo_closed)
             if a.hi < b.lo or (a.hi == b.lo and not a.hi_closed and not b.lo_closed):
                 out.append(
                     _problem(
                         sb,
                         None,
                         None,
-                        f"bands of {fact.name} leave "
-                        f"{Interval(a.hi, not a.hi_closed, b.lo, not b.lo_closed).text(fact.unit)}"
-                        f" in no category (between {sa.rule.id} and {sb.rule.id})",
+                        f"bands of {fact.name} leave {gap.text(fact.unit)} in no "
+                        f"category (between {sa.rule.id} and {sb.rule.id})",
                         "make each band start where the previous one ends",
                         "band-gap",
                     )

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from . import ruleformat as rf
+from .analysis import analyse
 from .assessment import Assessment, KnowledgeBaseInfo
 from .catalogue import Catalogue, default_catalogue
 from .chaining import Matcher, Session
-from .analysis import analyse
 from .checks import check_rule_files, rule_sites
 from .compiler import (
     MAX_CONJUNCTS,
