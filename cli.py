@@ -141,6 +141,11 @@ def main(verbose: int) -> None:
     is_flag=True,
     help="Leave the record's own problem list out of the evaluation.",
 )
+@click.option(
+    "--approved-only",
+    is_flag=True,
+    help="Refuse rules not approved or whose review date has passed.",
+)
 def evaluate(
     file: Path,
     fmt: str,
@@ -148,9 +153,10 @@ def evaluate(
     rules: Path | None,
     models: Path | None,
     without_conditions: bool,
+    approved_only: bool,
 ) -> None:
     """Evaluate a FHIR R4 Bundle or a case file."""
-    kb = _load(rules, models)
+    kb = _load(rules, models, approved_only)
     try:
         case = read_input(file, catalogue=kb.catalogue)
     except InputError as err:

@@ -38,6 +38,7 @@ from .errors import (
 from .facts import Case, CodedEntry, Reading
 from .inputs import read_input
 from .knowledge import KnowledgeBase
+from .serving import ReloadableKnowledgeBase
 
 __all__ = [
     "NOTICE",
@@ -58,6 +59,7 @@ __all__ = [
     "Problem",
     "Reading",
     "Recommendation",
+    "ReloadableKnowledgeBase",
     "RuleFileError",
     "Score",
     "UnitError",

@@ -101,21 +101,25 @@ def _check_comparison(
     fact = cat.quantities.get(cond.fact)
     if fact is None:
         kind = cat.kind_of(cond.fact)
+        msg = f"unknown fact `{cond.fact}`"
+        code = "unknown-fact"
         if kind == "condition":
-            hint = f"a problem-list concept is tested with `condition: {cond.fact}`"
+            msg = (
+                f"`{cond.fact}` is a problem-list condition (yes or no), not a "
+                "measured fact; it cannot be compared with a number"
+            )
+            hint = f"write `condition: {cond.fact}`"
+            code = "not-a-number"
         elif kind == "medication":
-            hint = f"a medication is tested with `taking: {cond.fact}`"
+            msg = (
+                f"`{cond.fact}` is a medication (taken or not), not a measured "
+                "fact; it cannot be compared with a number"
+            )
+            hint = f"write `taking: {cond.fact}`"
+            code = "not-a-number"
         else:
             hint = _suggest(cond.fact, list(cat.quantities))
-        return [
-            _problem(
-                site,
-                site.at(raw, "fact"),
-                f"unknown fact `{cond.fact}`",
-                hint,
-                "unknown-fact",
-            )
-        ]
+        return [_problem(site, site.at(raw, "fact"), msg, hint, code)]
     if cond.within:
         try:
             parse_duration(cond.within)

@@ -209,6 +209,7 @@ class CompiledRule:
     produces: list[str]
     stratum: int = 0
     durable_names: list[str] = field(default_factory=list)
+    column: int = 1
 
     @property
     def source(self) -> str:

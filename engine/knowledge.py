@@ -119,7 +119,7 @@ def _order(rules: list[CompiledRule]) -> tuple[list[int], list[Problem]]:
                 Problem(
                     r.file,
                     r.line,
-                    1,
+                    r.column,
                     f"chaining cycle: {names}; these rules could fire for ever",
                     rule_id=r.rule.id,
                     hint="break the cycle: a rule must not depend, through "
@@ -220,7 +220,7 @@ class KnowledgeBase:
             for i, rule in enumerate(f.model.rules):
                 if rule.status == "retired":
                     continue
-                line = f.raw["rules"].lc.item(i)[0] + 1
+                line, column = (n + 1 for n in f.raw["rules"].lc.item(i))
                 expr = compile_expr(rule.when, self.leaves)
                 start = len(self.leaves)
                 try:
@@ -230,7 +230,7 @@ class KnowledgeBase:
                         Problem(
                             f.path,
                             line,
-                            1,
+                            column,
                             f"the condition expands to more than "
                             f"{MAX_CONJUNCTS} alternatives",
                             rule_id=rule.id,
@@ -253,6 +253,7 @@ class KnowledgeBase:
                         used or list(range(start, len(self.leaves))),
                         conjuncts,
                         produced_by(rule),
+                        column=column,
                     )
                 )
         self.order, cycle_problems = _order(self.rules)

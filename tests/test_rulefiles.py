@@ -158,9 +158,6 @@ def test_every_problem_of_every_file_in_one_run(tmp_path: Path) -> None:
 def test_bundled_knowledge_base_is_clean() -> None:
     kb = KnowledgeBase.load()
     assert kb.warnings == []
-    assert set(kb.info.rulesets) == {
-        "blood_pressure",
-        "diabetes",
-        "kidney",
-        "metformin",
-    }
+    assert {"blood_pressure", "diabetes", "kidney", "metformin"} <= set(
+        kb.info.rulesets
+    )

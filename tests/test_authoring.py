@@ -1,0 +1,232 @@
+"""Authoring tools: bundled rule tests, the editor schema, governance, reload,
+provenance and Unicode display text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from ruamel.yaml import YAML
+
+from cli import main
+from engine import Case, KnowledgeBase, Reading, ReloadableKnowledgeBase, RuleFileError
+from engine.ruleformat import RuleFile
+from engine.ruletests import RuleTestFile, rule_test_paths, run_rule_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "rules"
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.load(RULES, MODELS)
+
+
+def test_every_bundled_rule_file_ships_with_tests() -> None:
+    rule_files = {
+        p.name.removesuffix(".yaml")
+        for p in RULES.glob("*.yaml")
+        if not p.name.endswith(".test.yaml")
+    }
+    test_files = {p.name.removesuffix(".test.yaml") for p in RULES.glob("*.test.yaml")}
+    assert rule_files <= test_files
+
+
+def test_bundled_rule_tests_pass(kb: KnowledgeBase) -> None:
+    results, problems = run_rule_tests(kb, [RULES])
+    assert problems == []
+    assert len(results) >= 20
+    failed = [(r.file, r.line, r.name, r.failures) for r in results if not r.passed]
+    assert failed == []
+
+
+def test_a_failing_rule_test_shows_expected_versus_got(tmp_path: Path) -> None:
+    test = tmp_path / "wrong.test.yaml"
+    test.write_text(
+        """tests:
+  - name: wrongly expects stage 1
+    as_of: 2024-05-01
+    given:
+      patient: {age: 60, sex: male}
+      facts:
+        systolic_bp: [150 mmHg @ 2024-03-01, 150 mmHg @ 2024-04-20]
+        diastolic_bp: [70 mmHg @ 2024-03-01, 70 mmHg @ 2024-04-20]
+    expect:
+      findings: [stage_1_hypertension]
+""",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["rules", "test", str(test)])
+    assert result.exit_code == 1
+    assert f"FAIL {test}:2 wrongly expects stage 1" in result.stdout
+    assert (
+        "expected findings ['stage_1_hypertension']; got ['stage_2_hypertension']"
+        in result.stdout
+    )
+    assert "rules fired: bp_stage_2" in result.stdout
+    assert "0 passed, 1 failed" in result.stdout
+
+
+def test_cli_rules_test_passes_on_the_bundled_knowledge_base() -> None:
+    result = CliRunner().invoke(main, ["rules", "test"])
+    assert result.exit_code == 0, result.stdout
+    assert " 0 failed" in result.stdout
+
+
+def _yaml(path: Path) -> object:
+    # A YAML language server sees dates as text: give the validator the same.
+    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    return json.loads(json.dumps(data, default=str))
+
+
+def test_every_bundled_file_validates_against_the_editor_schema() -> None:
+    rule_schema = json.loads(CliRunner().invoke(main, ["rules", "schema"]).stdout)
+    test_schema = json.loads(
+        CliRunner().invoke(main, ["rules", "schema", "--tests"]).stdout
+    )
+    assert rule_schema == RuleFile.model_json_schema()
+    assert test_schema == RuleTestFile.model_json_schema()
+    for path in RULES.glob("*.yaml"):
+        schema = test_schema if path.name.endswith(".test.yaml") else rule_schema
+        jsonschema.validate(_yaml(path), schema)
+
+
+def test_schema_rejects_a_misspelled_key() -> None:
+    rule_schema = RuleFile.model_json_schema()
+    broken = _yaml(ROOT / "tests" / "data" / "broken_rules" / "unknown_key.yaml")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, rule_schema)
+
+
+def _ruleset(tmp_path: Path, extra: str) -> Path:
+    folder = tmp_path / "rules"
+    folder.mkdir(exist_ok=True)
+    (folder / "r.yaml").write_text(
+        f"""ruleset:
+  id: gov
+  title: 肥胖筛查 (obesity screening)
+  version: 1.0.0
+  source: WHO TRS 894
+rules:
+  - id: obese
+    title: 肥胖 BMI ≥ 30
+{extra}    when: {{fact: bmi, at_least: 30 kg/m2}}
+    then:
+      - finding: obesity
+        display: 肥胖症
+""",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_draft_and_overdue_rules_are_refused_when_only_approved_rules_may_run(
+    tmp_path: Path,
+) -> None:
+    folder = _ruleset(tmp_path, "    status: draft\n    review_due: 2020-01-01\n")
+    KnowledgeBase.load(folder, MODELS)  # allowed without the policy
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(folder, MODELS, approved_only=True, today=date(2024, 1, 1))
+    messages = [(p.code, p.message) for p in info.value.problems]
+    assert messages == [
+        (
+            "not-approved",
+            "the rule is a draft; this deployment accepts approved rules only",
+        ),
+        ("review-overdue", "the rule's review was due on 2020-01-01"),
+    ]
+
+
+def test_unicode_labels_work_end_to_end(tmp_path: Path) -> None:
+    kb = KnowledgeBase.load(_ruleset(tmp_path, ""), MODELS)
+    case = Case(
+        case_id="u",
+        age=40,
+        sex="female",
+        readings={
+            "bmi": (
+                Reading(
+                    value=31.0, unit="kg/m2", time=datetime(2024, 1, 1, tzinfo=UTC)
+                ),
+            )
+        },
+    )
+    result = kb.evaluate(case, as_of=datetime(2024, 2, 1, tzinfo=UTC))
+    [finding] = result.findings
+    assert finding.display == "肥胖症"
+    assert finding.evidence.rules[0].title == "肥胖 BMI ≥ 30"
+    assert "肥胖症" in result.model_dump_json()
+
+
+def test_provenance_changes_with_the_rule_files(tmp_path: Path) -> None:
+    folder = _ruleset(tmp_path, "")
+    first = KnowledgeBase.load(folder, MODELS).info
+    assert first.rulesets == {"gov": "1.0.0"}
+    assert first.models["diabetes_progression"] == "1.0.0"
+    again = KnowledgeBase.load(folder, MODELS).info
+    assert again.content_hash == first.content_hash
+    (folder / "r.yaml").write_text((folder / "r.yaml").read_text().replace("30", "35"))
+    assert KnowledgeBase.load(folder, MODELS).info.content_hash != first.content_hash
+
+
+def test_reload_while_serving_finishes_running_evaluations_on_the_old_version(
+    tmp_path: Path,
+) -> None:
+    folder = _ruleset(tmp_path, "")
+    served = ReloadableKnowledgeBase(folder, MODELS)
+    old = served.current
+    case = Case(
+        case_id="u",
+        age=40,
+        sex="female",
+        readings={
+            "bmi": (
+                Reading(
+                    value=32.0, unit="kg/m2", time=datetime(2024, 1, 1, tzinfo=UTC)
+                ),
+            )
+        },
+    )
+    when = datetime(2024, 2, 1, tzinfo=UTC)
+
+    # A broken new version is refused whole; the old one keeps serving.
+    (folder / "r.yaml").write_text(
+        (folder / "r.yaml").read_text().replace("fact: bmi", "fact: bmii")
+    )
+    with pytest.raises(RuleFileError):
+        served.reload()
+    assert served.current is old
+
+    # A good new version (threshold 35) replaces it; a run holding the old one
+    # still concludes as the old rules said.
+    (folder / "r.yaml").write_text(
+        (folder / "r.yaml")
+        .read_text()
+        .replace("fact: bmii, at_least: 30", "fact: bmi, at_least: 35")
+    )
+    results: dict[str, list[str]] = {}
+
+    def run_on_old() -> None:
+        results["old"] = [f.id for f in old.evaluate(case, as_of=when).findings]
+
+    thread = threading.Thread(target=run_on_old)
+    thread.start()
+    new = served.reload()
+    thread.join()
+    assert new is served.current and new is not old
+    assert results["old"] == ["obesity"]
+    assert [f.id for f in served.evaluate(case, as_of=when).findings] == []
+    assert new.info.content_hash != old.info.content_hash
+
+
+def test_rule_test_paths_find_only_test_files(tmp_path: Path) -> None:
+    shutil.copy(RULES / "kidney.test.yaml", tmp_path / "k.test.yaml")
+    shutil.copy(RULES / "kidney.yaml", tmp_path / "kidney.yaml")
+    assert rule_test_paths([tmp_path]) == [tmp_path / "k.test.yaml"]

@@ -1,0 +1,236 @@
+"""One deliberately broken rule file per check, with the exact located message.
+
+The files are in tests/data/broken_rules/. Each message is what an author sees
+from `cdss rules check`: file:line:column, the rule, what was found and what to
+write instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import KnowledgeBase, RuleFileError
+from engine.errors import Problem
+
+HERE = Path(__file__).resolve().parent / "data" / "broken_rules"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+# file -> (line, column, rule id, message, hint)
+EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
+    "yaml_syntax.yaml": (
+        8,
+        13,
+        None,
+        "not valid YAML: mapping values are not allowed here",
+        "fix the YAML syntax at that place",
+    ),
+    "tab.yaml": (
+        8,
+        1,
+        None,
+        "not valid YAML: a tab character; YAML indentation must use spaces",
+        "replace the tab with spaces",
+    ),
+    "duplicate_key.yaml": (
+        9,
+        5,
+        None,
+        "not valid YAML: a key appears twice in the same "
+        'mapping; found duplicate key "title" with value "second" '
+        '(original value: "first")',
+        "remove or rename one of them",
+    ),
+    "unsafe_tag.yaml": (
+        8,
+        12,
+        None,
+        "not valid YAML: a YAML tag (`!...`) that rule files do not allow",
+        "remove the tag; rule files hold plain values only",
+    ),
+    "empty.yaml": (
+        1,
+        1,
+        None,
+        "the file is empty",
+        "a rule file starts with `ruleset:` and has `rules:`",
+    ),
+    "unknown_key.yaml": (
+        9,
+        12,
+        "r1",
+        "unknown key `at_lest`; allowed here: fact, above, "
+        "at_least, below, at_most, value, within, min_readings, "
+        "readings, lasting_more_than, if_missing",
+        "did you mean `at_least`?",
+    ),
+    "unknown_fact.yaml": (
+        9,
+        12,
+        "r1",
+        "unknown fact `sytolic_bp`",
+        "did you mean `systolic_bp`?",
+    ),
+    "wrong_dimension.yaml": (
+        9,
+        31,
+        "r1",
+        "`mg/dL` is not a unit of systolic_bp (Systolic blood pressure)",
+        "use one of: mm[Hg]",
+    ),
+    "unit_missing.yaml": (
+        9,
+        25,
+        "r1",
+        "the threshold 6.5 for hba1c has no unit",
+        "write `6.5 %`",
+    ),
+    "implausible.yaml": (
+        9,
+        31,
+        "r1",
+        "1400 mm[Hg] is outside the plausible range of systolic_bp (40 to 300 mm[Hg])",
+        "check the number and its unit",
+    ),
+    "text_fact_as_number.yaml": (
+        9,
+        12,
+        "r1",
+        "`hypertension` is a problem-list "
+        "condition (yes or no), not a measured fact; it cannot "
+        "be compared with a number",
+        "write `condition: hypertension`",
+    ),
+    "unknown_condition.yaml": (
+        9,
+        12,
+        "r1",
+        "unknown condition `hypertenson`",
+        "did you mean `hypertension`?",
+    ),
+    "unknown_score.yaml": (
+        9,
+        12,
+        "r1",
+        "unknown score `diabetes_progresion`; loaded "
+        f"models: {', '.join(sorted(p.name for p in MODELS.iterdir() if (p / 'card.json').exists()))}",
+        "did you mean `diabetes_progression`?",
+    ),
+    "finding_never_asserted.yaml": (
+        9,
+        12,
+        "r1",
+        "finding `stage_2_hypertension` is tested but no rule asserts it",
+        "",
+    ),
+    "never_true.yaml": (
+        10,
+        7,
+        "r1",
+        "these conditions on bmi can never all be true together",
+        "check the thresholds; did you mean `any`?",
+    ),
+    "band_gap.yaml": (
+        15,
+        5,
+        "high",
+        "bands of bmi leave [25, 26) kg/m2 in no category (between mid and high)",
+        "make each band start where the previous one ends",
+    ),
+    "band_overlap.yaml": (
+        11,
+        5,
+        "mid",
+        "bands of bmi overlap: [25, 25] kg/m2 is in both low and mid",
+        "use `below` in one band and `at_least` in the next",
+    ),
+    "cycle.yaml": (
+        7,
+        5,
+        "r1",
+        "chaining cycle: r1 -> r2 -> r1; these rules could fire for ever",
+        "break the cycle: a rule must not depend, through findings, on what it asserts",
+    ),
+    "made_and_blocked.yaml": (
+        12,
+        5,
+        "forbid",
+        "recommendation `diet` is made by give "
+        "and blocked by forbid under the very same condition",
+        "one of the two rules is wrong; make the conditions differ",
+    ),
+}
+
+
+def _problems(name: str) -> list[Problem]:
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(HERE / name, MODELS)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_file_gives_the_exact_located_message(name: str) -> None:
+    [problem] = _problems(name)
+    line, column, rule_id, message, hint = EXPECTED[name]
+    assert (problem.line, problem.column, problem.rule_id) == (line, column, rule_id)
+    assert problem.message == message
+    assert problem.hint == hint
+    assert problem.path.endswith(f"broken_rules/{name}")
+    assert str(problem).startswith(f"{problem.path}:{line}:{column}: error")
+
+
+def test_every_broken_file_has_an_expectation() -> None:
+    files = {p.name for p in HERE.glob("*.yaml")}
+    assert files - set(EXPECTED) == {"finding_unused.yaml", "duplicate_rule_id.yaml"}
+
+
+def test_duplicate_rule_id_names_both_places() -> None:
+    [problem] = _problems("duplicate_rule_id.yaml")
+    assert (problem.line, problem.column, problem.rule_id) == (11, 5, "r1")
+    assert problem.message.startswith("rule id `r1` is also used at ")
+    assert problem.message.endswith("broken_rules/duplicate_rule_id.yaml:7")
+
+
+def test_unused_finding_is_a_warning_and_the_file_loads() -> None:
+    kb = KnowledgeBase.load(HERE / "finding_unused.yaml", MODELS)
+    [warning] = kb.warnings
+    assert warning.severity == "warning"
+    assert (warning.line, warning.column) == (10, 12)
+    assert warning.message == (
+        "finding `obese` is asserted but no rule tests it and it has no display text"
+    )
+
+
+def test_non_utf8_and_enormous_files(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"ruleset:\n  title: caf\xe9\n")
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(bad, MODELS)
+    [p] = info.value.problems
+    assert (p.line, p.column, p.message) == (2, 13, "byte 0xe9 is not UTF-8")
+    big = tmp_path / "big.yaml"
+    big.write_text("# x\n" * 600_000)
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(big, MODELS)
+    assert "a rule file may be at most 2,000,000" in info.value.problems[0].message
+
+
+def test_all_problems_of_all_files_in_one_run() -> None:
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(
+            [
+                HERE / "unknown_fact.yaml",
+                HERE / "unit_missing.yaml",
+                HERE / "wrong_dimension.yaml",
+            ],
+            MODELS,
+        )
+    codes = sorted(p.code for p in info.value.problems)
+    # The three files share the ruleset id and the rule id r1: those are
+    # reported too (2 ruleset ids, 2 rule ids), beside each file's own problem.
+    assert codes == ["duplicate-id"] * 4 + [
+        "unit-dimension",
+        "unit-missing",
+        "unknown-fact",
+    ]
