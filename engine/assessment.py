@@ -25,6 +25,7 @@ __all__ = [
     "RuleRef",
     "Score",
     "Block",
+    "Component",
     "Undetermined",
 ]
 
@@ -73,12 +74,30 @@ class Evidence(_Out):
     scores: list[str] = Field(default_factory=list)
 
 
+class Component(_Out):
+    """One item of a point score: its points and the facts behind them."""
+
+    id: str
+    title: str
+    points: float | None = Field(description="None: cannot be determined.")
+    facts: list[FactUsed] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+
+
 class Finding(_Out):
-    """A derived fact asserted by a rule."""
+    """A derived fact: asserted by a rule, or a point score with its items."""
 
     id: str
     display: str | None = None
     evidence: Evidence
+    value: float | None = Field(
+        None, description="A point score's total; None when it cannot be determined."
+    )
+    range: tuple[float, float] | None = Field(
+        None, description="A point score's lowest and highest possible total."
+    )
+    components: list[Component] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
 
 
 class Diagnosis(_Out):

@@ -338,9 +338,17 @@ class _CaseReader:
                 f"expected a mapping of fact names to values, got {_kind(node)}",
             )
         out: dict[str, tuple[Reading, ...]] = {}
-        names = sorted(n for n in self.catalogue.quantities if n != "age")
+        names = sorted(
+            [
+                *(n for n in self.catalogue.quantities if n != "age"),
+                *self.catalogue.texts,
+            ]
+        )
         for name in node:
             path = f"facts.{name}"
+            if isinstance(name, str) and name in self.catalogue.texts:
+                out[name] = self.text_readings(node, name, path)
+                continue
             fact = self.fact(node, name, path, names)
             value = node[name]
             items: list[tuple[Any, Pos, str]]
@@ -357,6 +365,45 @@ class _CaseReader:
             readings.sort(key=lambda r: (r.time is None, r.time or _EARLIEST))
             out[fact.name] = tuple(readings)
         return out
+
+    def text_readings(self, node: Any, name: str, path: str) -> tuple[Reading, ...]:
+        """Readings of a text fact: ``A``, ``A @ 2024-01-10`` or {value, time}."""
+        allowed = self.catalogue.texts[name].values
+        value = node[name]
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            pos = (
+                _item_pos(value, i)
+                if isinstance(value, list)
+                else _value_pos(node, name)
+            )
+            where = f"{path}[{i}]" if isinstance(value, list) else path
+            when: datetime | None = None
+            if isinstance(item, dict):
+                entry = self.mapping(item, pos, where, ("value", "time"))
+                text, raw_time = entry.get("value"), entry.get("time")
+                if raw_time is not None:
+                    when = self.time(raw_time, pos, f"{where}.time")
+            else:
+                text, _, stamp = str(item).partition("@")
+                if stamp.strip():
+                    when = self.time(stamp.strip(), pos, where)
+            word = str(text).strip()
+            match = [v for v in allowed if v.casefold() == word.casefold()]
+            if not match:
+                self.fail(
+                    pos,
+                    where,
+                    f"`{word}` is not a value of {name}",
+                    f"write one of: {', '.join(allowed)}",
+                )
+            if when is not None:
+                self.times.append(when)
+            label = f"case file line {pos[0]}" if pos else "case file"
+            out.append(Reading(value=match[0], unit=None, time=when, source=label))
+        out.sort(key=lambda r: (r.time is None, r.time or _EARLIEST))
+        return tuple(out)
 
     def fact(self, node: Any, name: Any, path: str, names: list[str]) -> QuantityFact:
         pos = _key_pos(node, name)

@@ -20,6 +20,7 @@ __all__ = [
     "Conversion",
     "CodedConcept",
     "QuantityFact",
+    "TextFact",
     "default_catalogue",
 ]
 
@@ -57,6 +58,16 @@ class QuantityFact:
 
 
 @dataclass(frozen=True)
+class TextFact:
+    """A fact recorded as one of a few words (ACVPU: A, C, V, P, U)."""
+
+    name: str
+    meaning: str
+    values: tuple[str, ...]
+    loinc: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CodedConcept:
     """A condition or medication concept and the codes that mean it."""
 
@@ -74,6 +85,7 @@ class Catalogue:
     quantities: dict[str, QuantityFact]
     conditions: dict[str, CodedConcept]
     medications: dict[str, CodedConcept]
+    texts: dict[str, TextFact] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         by_loinc: dict[str, str] = {}
@@ -102,12 +114,16 @@ class Catalogue:
 
     def names(self) -> list[str]:
         """Return every fact name rules may refer to."""
-        return sorted([*self.quantities, *self.conditions, *self.medications])
+        return sorted(
+            [*self.quantities, *self.texts, *self.conditions, *self.medications]
+        )
 
     def kind_of(self, name: str) -> str | None:
         """Return ``quantity``, ``condition``, ``medication`` or None."""
         if name in self.quantities:
             return "quantity"
+        if name in self.texts:
+            return "text"
         if name in self.conditions:
             return "condition"
         if name in self.medications:
@@ -172,7 +188,16 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
         )
         for name, spec in (data.get("medications") or {}).items()
     }
-    return Catalogue(quantities, conditions, medications)
+    texts = {
+        name: TextFact(
+            name=name,
+            meaning=str(spec.get("meaning", "")),
+            values=_as_tuple(spec.get("values")),
+            loinc=_as_tuple(spec.get("loinc")),
+        )
+        for name, spec in (data.get("texts") or {}).items()
+    }
+    return Catalogue(quantities, conditions, medications, texts)
 
 
 @cache

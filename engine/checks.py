@@ -32,12 +32,19 @@ class RuleSite:
     index: int
     rule: rf.Rule
     raw: Any
+    section: str = "rules"
+    name: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The id problems are reported under (a rule's or a point score's)."""
+        return self.name or self.rule.id
 
     def at(self, node: Any, key: str | int | None = None) -> tuple[int, int]:
         """1-based line and column of ``key`` in ``node`` (or of the rule)."""
         try:
             if key is None:
-                line, col = self.file.raw["rules"].lc.item(self.index)
+                line, col = self.file.raw[self.section].lc.item(self.index)
             elif isinstance(node, list):
                 line, col = cast(Any, node).lc.item(key)
             else:
@@ -67,7 +74,7 @@ def _problem(
         where[0],
         where[1],
         msg,
-        rule_id=site.rule.id,
+        rule_id=site.owner,
         hint=hint,
         code=code,
         severity=severity,
@@ -99,6 +106,19 @@ def _check_comparison(
 ) -> list[Problem]:
     out = []
     fact = cat.quantities.get(cond.fact)
+    if cond.fact in cat.texts:
+        return _check_text(site, cond, raw, cat)
+    if fact is not None and (cond.equals is not None or cond.one_of is not None):
+        key = "equals" if cond.equals is not None else "one_of"
+        return [
+            _problem(
+                site,
+                site.at(raw, key),
+                f"{cond.fact} is a measured number; `{key}` is for text facts",
+                "compare it with above, at_least, below or at_most",
+                "not-text",
+            )
+        ]
     if fact is None:
         kind = cat.kind_of(cond.fact)
         msg = f"unknown fact `{cond.fact}`"
@@ -195,11 +215,172 @@ def _check_comparison(
     return out
 
 
+def _check_text(
+    site: RuleSite, cond: rf.FactComparison, raw: Any, cat: Catalogue
+) -> list[Problem]:
+    text = cat.texts[cond.fact]
+    out = []
+    for op in _OPS:
+        if getattr(cond, op) is not None:
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, op),
+                    f"{cond.fact} is a text fact ({', '.join(text.values)}); it "
+                    "cannot be compared with a number",
+                    f"write `equals: {text.values[0]}` or `one_of: [...]`",
+                    "not-a-number",
+                )
+            )
+    wanted = [cond.equals] if cond.equals is not None else list(cond.one_of or [])
+    allowed = {v.casefold() for v in text.values}
+    for value in wanted:
+        if value.casefold() not in allowed:
+            key = "equals" if cond.equals is not None else "one_of"
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, key),
+                    f"`{value}` is not a value of {cond.fact}",
+                    f"use one of: {', '.join(text.values)}",
+                    "text-value",
+                )
+            )
+    return out
+
+
+def _check_point_scores(
+    files: list[LoadedFile], cat: Catalogue, models: set[str], points: set[str]
+) -> list[Problem]:
+    """Items are well formed, read known facts and mention no findings."""
+    from .compiler import mentions_finding
+
+    out: list[Problem] = []
+    seen: set[str] = set()
+    dummy = rf.Rule.model_construct(
+        id="", title="", when=rf.FindingTest(finding="none"), then=[]
+    )
+    for f in files:
+        for si, score in enumerate(f.model.point_scores):
+            raw_score = f.raw["point_scores"][si]
+            site = RuleSite(f, si, dummy, raw_score, "point_scores", score.id)
+            if score.id in seen:
+                out.append(
+                    _problem(
+                        site,
+                        site.at(None),
+                        f"point score id `{score.id}` is used twice",
+                        "give each its own id",
+                        "duplicate-id",
+                    )
+                )
+            seen.add(score.id)
+            for ii, item in enumerate(score.items):
+                raw_item = raw_score["items"][ii]
+                where = site.at(raw_score["items"], ii)
+                banded = item.bands is not None
+                if banded == (item.when is not None) or banded == (
+                    item.points is not None
+                ):
+                    out.append(
+                        _problem(
+                            site,
+                            where,
+                            f"item `{item.id}` needs either "
+                            "`points` with `when`, or `fact` with `bands`",
+                            "",
+                            "point-item",
+                        )
+                    )
+                    continue
+                for key in ("when", "applies_when"):
+                    cond = getattr(item, key)
+                    if cond is None:
+                        continue
+                    if mentions_finding(cond):
+                        out.append(
+                            _problem(
+                                site,
+                                site.at(raw_item, key),
+                                f"item `{item.id}` tests a finding; point "
+                                "score items read facts only",
+                                "test the facts the finding comes from",
+                                "point-item",
+                            )
+                        )
+                        continue
+                    out += _check_when(
+                        site, cat, models, set(), points, (cond, raw_item[key])
+                    )
+                if banded:
+                    assert item.bands is not None
+                    if item.fact is None:
+                        out.append(
+                            _problem(
+                                site,
+                                where,
+                                f"item `{item.id}` has bands but no `fact`",
+                                "add `fact:`",
+                                "point-item",
+                            )
+                        )
+                        continue
+                    for bi, band in enumerate(item.bands):
+                        cond = rf.FactComparison(
+                            fact=item.fact,
+                            above=band.above,
+                            at_least=band.at_least,
+                            below=band.below,
+                            at_most=band.at_most,
+                            equals=band.equals,
+                            one_of=band.one_of,
+                        )
+                        out += _check_comparison(
+                            site, cond, _Merged(raw_item, raw_item["bands"][bi]), cat
+                        )
+    return out
+
+
+class _Merged(dict):  # type: ignore[type-arg]
+    """A band seen as a comparison: `fact` located in the item, the rest in the band."""
+
+    def __init__(self, item: Any, band: Any) -> None:
+        super().__init__(band)
+        self.lc = _MergedLc(item, band)
+
+
+class _MergedLc:
+    def __init__(self, item: Any, band: Any) -> None:
+        self._item, self._band = item, band
+
+    def key(self, key: str) -> tuple[int, int]:
+        node = self._band if key in self._band else self._item
+        line, col = node.lc.key(key)
+        return line, col
+
+
 def _check_when(
-    site: RuleSite, cat: Catalogue, models: set[str], produced: set[str]
+    site: RuleSite,
+    cat: Catalogue,
+    models: set[str],
+    produced: set[str],
+    points: set[str],
+    root: tuple[rf.Condition, Any] | None = None,
 ) -> list[Problem]:
     out: list[Problem] = []
-    for cond, raw in _walk(site.rule.when, site.raw["when"]):
+    cond0, raw0 = root or (site.rule.when, site.raw["when"])
+    for cond, raw in _walk(cond0, raw0):
+        if isinstance(cond, rf.PointsTest) and cond.points not in points:
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, "points"),
+                    f"unknown point score `{cond.points}`; defined: "
+                    f"{', '.join(sorted(points)) or 'none'}",
+                    _suggest(cond.points, sorted(points)),
+                    "unknown-points",
+                )
+            )
         if isinstance(cond, rf.FactComparison):
             out += _check_comparison(site, cond, raw, cat)
         elif (
@@ -288,6 +469,8 @@ def check_rule_files(
     produced = {p for s in sites for p in produced_by(s.rule)}
     seen: dict[str, RuleSite] = {}
     ruleset_ids: dict[str, LoadedFile] = {}
+    points = {p.id for f in files for p in f.model.point_scores}
+    problems += _check_point_scores(files, catalogue, models, points)
     for f in files:
         rid = f.model.ruleset.id
         if rid in ruleset_ids:
@@ -331,7 +514,7 @@ def check_rule_files(
                 )
             )
         seen.setdefault(site.rule.id, site)
-        problems += _check_when(site, catalogue, models, produced)
+        problems += _check_when(site, catalogue, models, produced, points)
         for i, action in enumerate(site.rule.then):
             if isinstance(action, rf.RecommendationAction):
                 adj = action.recommendation.adjusted_by

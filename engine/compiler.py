@@ -39,6 +39,7 @@ __all__ = [
     "Or",
     "AtLeast",
     "compile_expr",
+    "mentions_finding",
     "to_dnf",
     "produced_by",
 ]
@@ -97,17 +98,17 @@ Expr = Leaf | Find | Not | And | Or | AtLeast
 Literal = tuple[str, str | int, bool]  # ("L", leaf index, wanted) / ("F", id, present)
 
 
-def _mentions_finding(cond: rf.Condition) -> bool:
+def mentions_finding(cond: rf.Condition) -> bool:
     if isinstance(cond, rf.FindingTest):
         return True
     if isinstance(cond, rf.AllOf):
-        return any(_mentions_finding(c) for c in cond.all)
+        return any(mentions_finding(c) for c in cond.all)
     if isinstance(cond, rf.AnyOf):
-        return any(_mentions_finding(c) for c in cond.any)
+        return any(mentions_finding(c) for c in cond.any)
     if isinstance(cond, rf.AtLeastOf):
-        return any(_mentions_finding(c) for c in cond.of)
+        return any(mentions_finding(c) for c in cond.of)
     if isinstance(cond, rf.Not):
-        return _mentions_finding(cond.not_)
+        return mentions_finding(cond.not_)
     return False
 
 
@@ -116,7 +117,7 @@ def compile_expr(cond: rf.Condition, leaves: list[rf.Condition]) -> Expr:
 
     ``leaves`` is appended to; a Leaf's index points into it.
     """
-    if not _mentions_finding(cond):
+    if not mentions_finding(cond):
         leaves.append(cond)
         return Leaf(len(leaves) - 1)
     if isinstance(cond, rf.FindingTest):

@@ -5,12 +5,14 @@ Steps: (1) the case seen at ``as_of`` with calculated facts; (2) model scores;
 fresh durable-rules session, which chains the findings; (5) a three-valued pass
 over the rules in dependency order names what could not be determined, and
 cross-checks the matcher (a disagreement makes the assessment partial);
-(6) conclusions with their evidence and certainty.
+(6) conclusions with their evidence and certainty. :func:`evaluate_cases` does
+step (2) once per model for a whole chunk of cases, then the rest case by case.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from . import ruleformat as rf
 from .assessment import (
     Assessment,
     Block,
+    Component,
     Diagnosis,
     Evidence,
     FactUsed,
@@ -31,15 +34,17 @@ from .assessment import (
 from .caseview import CaseView
 from .certainty import combine, update_with_score
 from .compiler import And, AtLeast, CompiledRule, Expr, Find, Leaf, Not, Or
-from .errors import UnitError
+from .errors import EvaluationError, UnitError
 from .facts import Case
 from .leaves import LeafResult, evaluate_leaf
+from .points import PointResult, evaluate_points
 from .units import convert
 
 if TYPE_CHECKING:
     from .knowledge import KnowledgeBase
+    from .scoring import ModelScore, ScoringModel
 
-__all__ = ["evaluate_case"]
+__all__ = ["evaluate_case", "evaluate_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -85,39 +90,49 @@ def _missing(
     return out
 
 
+def _row(
+    kb: KnowledgeBase, view: CaseView, name: str, model: ScoringModel
+) -> dict[str, float | None]:
+    """One model's input row for one case: each fact's latest value, in its unit."""
+    row: dict[str, float | None] = {}
+    for feature in model.card.features:
+        for fact_name in feature.facts():
+            readings = view.select(fact_name, None)
+            r = readings[-1] if readings else None
+            if r is None or not isinstance(r.value, float):
+                row[fact_name] = None
+                continue
+            try:
+                row[fact_name] = convert(
+                    r.value,
+                    r.unit or feature.unit,
+                    feature.unit,
+                    kb.catalogue.quantities[fact_name],
+                )
+            except UnitError as err:
+                view.notes.append(f"score {name}: {err}")
+                row[fact_name] = None
+    return row
+
+
+def _score(name: str, s: ModelScore) -> Score:
+    return Score(
+        name=name,
+        model_id=s.model_id,
+        model_version=s.model_version,
+        value=s.value,
+        missing=[*s.missing, *s.invalid],
+        out_of_range=s.out_of_range,
+        inputs=s.inputs,
+        contributions=s.contributions,
+    )
+
+
 def _scores(kb: KnowledgeBase, view: CaseView) -> dict[str, Score]:
-    out: dict[str, Score] = {}
-    for name, model in kb.models.items():
-        row: dict[str, float | None] = {}
-        for feature in model.card.features:
-            for fact_name in feature.facts():
-                readings = view.select(fact_name, None)
-                r = readings[-1] if readings else None
-                if r is None or not isinstance(r.value, float):
-                    row[fact_name] = None
-                    continue
-                try:
-                    row[fact_name] = convert(
-                        r.value,
-                        r.unit or feature.unit,
-                        feature.unit,
-                        kb.catalogue.quantities[fact_name],
-                    )
-                except UnitError as err:
-                    view.notes.append(f"score {name}: {err}")
-                    row[fact_name] = None
-        s = model.score_many([row])[0]
-        out[name] = Score(
-            name=name,
-            model_id=s.model_id,
-            model_version=s.model_version,
-            value=s.value,
-            missing=[*s.missing, *s.invalid],
-            out_of_range=s.out_of_range,
-            inputs=s.inputs,
-            contributions=s.contributions,
-        )
-    return out
+    return {
+        name: _score(name, model.score_many([_row(kb, view, name, model)])[0])
+        for name, model in kb.models.items()
+    }
 
 
 def _ref(crule: CompiledRule) -> RuleRef:
@@ -143,17 +158,72 @@ def _dedupe(facts: list[FactUsed]) -> list[FactUsed]:
     return out
 
 
-def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
-    """Evaluate one case against a loaded knowledge base."""
-    problems: list[str] = []
+def _view(kb: KnowledgeBase, case: Case, as_of: datetime) -> CaseView:
     view = CaseView(case, as_of, kb.catalogue)
     view.run_calculations(kb.calculations)
-    scores = _scores(kb, view)
+    return view
 
+
+def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
+    """Evaluate one case against a loaded knowledge base."""
+    view = _view(kb, case, as_of)
+    return _run(kb, case, view, as_of, _scores(kb, view))
+
+
+def evaluate_cases(
+    kb: KnowledgeBase, cases: Sequence[Case], as_of: datetime | Sequence[datetime]
+) -> list[Assessment]:
+    """Evaluate a chunk of cases; each model scores the whole chunk in one call.
+
+    A model's ``predict_proba`` has a fixed cost far above its cost per row,
+    so a chunk of cases shares it. The assessments are those of
+    :func:`evaluate_case`, except that a score may differ from the one-case
+    score in the last bit of its floating-point value (a matrix product over
+    many rows rounds differently from one over a single row).
+
+    Args:
+        kb: The knowledge base.
+        cases: The cases.
+        as_of: One evaluation time for all cases, or one per case.
+
+    Returns:
+        One assessment per case, in order.
+
+    Raises:
+        EvaluationError: If ``as_of`` gives a number of times other than the
+            number of cases.
+    """
+    times = [as_of] * len(cases) if isinstance(as_of, datetime) else list(as_of)
+    if len(times) != len(cases):
+        raise EvaluationError(
+            f"as_of: expected one time per case ({len(cases)}), got {len(times)}"
+        )
+    views = [_view(kb, case, when) for case, when in zip(cases, times, strict=True)]
+    scores: list[dict[str, Score]] = [{} for _ in cases]
+    for name, model in kb.models.items():
+        rows = [_row(kb, view, name, model) for view in views]
+        for out, s in zip(scores, model.score_many(rows), strict=True):
+            out[name] = _score(name, s)
+    return [
+        _run(kb, case, view, when, found)
+        for case, view, when, found in zip(cases, views, times, scores, strict=True)
+    ]
+
+
+def _run(
+    kb: KnowledgeBase,
+    case: Case,
+    view: CaseView,
+    as_of: datetime,
+    scores: dict[str, Score],
+) -> Assessment:
+    """Steps (3) to (6) for one case whose view and scores are ready."""
+    problems: list[str] = []
+    points = evaluate_points(view, kb.point_scores, scores)
     leaves: dict[int, LeafResult] = {}
     for i, cond in enumerate(kb.leaves):
         try:
-            leaves[i] = evaluate_leaf(view, cond, scores)
+            leaves[i] = evaluate_leaf(view, cond, scores, points)
         except UnitError as err:
             problems.append(f"a condition could not be evaluated: {err}")
             leaves[i] = LeafResult(None, detail=[str(err)])
@@ -214,6 +284,7 @@ def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
         as_of,
         leaves,
         scores,
+        points,
         reached,
         status,
         found,
@@ -229,6 +300,7 @@ def _assemble(
     as_of: datetime,
     leaves: dict[int, LeafResult],
     scores: dict[str, Score],
+    points: dict[str, PointResult],
     reached: list[int],
     status: dict[int, bool | None],
     found: dict[str, bool | None],
@@ -303,6 +375,10 @@ def _assemble(
             else:
                 method += f"; score {rspec.adjusted_by} not available, not updated"
         blocked = blocks.pop(rid, [])
+        if rspec.drug is not None and view.allergic_to(rspec.drug):
+            blocked.append(
+                Block(rule_id="allergy", reason=f"recorded allergy to {rspec.drug}")
+            )
         recommendations.append(
             Recommendation(
                 id=rid,
@@ -390,7 +466,7 @@ def _assemble(
             ),
         ),
         diagnoses=sorted(diagnoses, key=lambda d: -d.certainty),
-        findings=list(findings.values()),
+        findings=[*_point_findings(points), *findings.values()],
         recommendations=recommendations,
         scores=list(scores.values()),
         undetermined=undetermined,
@@ -398,6 +474,37 @@ def _assemble(
         notes=notes,
         knowledge_base=kb.info,
     )
+
+
+def _point_findings(points: dict[str, PointResult]) -> list[Finding]:
+    """Each point score as a finding, with the items behind its total."""
+    out = []
+    for pid, result in points.items():
+        score = result.score
+        out.append(
+            Finding(
+                id=pid,
+                display=score.title,
+                value=result.total,
+                range=(result.low, result.high),
+                missing=result.missing,
+                components=[
+                    Component(
+                        id=i.id,
+                        title=i.title,
+                        points=i.points,
+                        facts=i.facts,
+                        missing=i.missing,
+                    )
+                    for i in result.items
+                ],
+                evidence=Evidence(
+                    rules=[],
+                    facts=_dedupe([f for i in result.items for f in i.facts]),
+                ),
+            )
+        )
+    return out
 
 
 def _merge(evidence: list[Evidence]) -> Evidence:

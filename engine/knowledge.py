@@ -213,6 +213,7 @@ class KnowledgeBase:
         self.models = models
         self.catalogue = catalogue
         self.calculations = [c for f in files for c in f.model.calculations]
+        self.point_scores = [p for f in files for p in f.model.point_scores]
         self.rules: list[CompiledRule] = []
         self.leaves: list[rf.Condition] = []
         problems: list[Problem] = []

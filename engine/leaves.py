@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from statistics import fmean
+from typing import TYPE_CHECKING
 
 from . import ruleformat as rf
 from .assessment import FactUsed, Score
@@ -24,12 +25,18 @@ from .catalogue import QuantityFact
 from .facts import Reading
 from .units import convert, normalise_unit
 
+if TYPE_CHECKING:
+    from .points import PointResult
+
 __all__ = [
     "LeafResult",
     "Threshold",
     "evaluate_leaf",
+    "compare_value",
     "parse_threshold",
+    "text_matches",
     "thresholds_of",
+    "value_for_band",
 ]
 
 _OPS: dict[str, tuple[Callable[[float, float], bool], str]] = {
@@ -97,7 +104,7 @@ def _in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
     )
 
 
-def _compare_value(
+def compare_value(
     value: float, value_unit: str, cond: rf.FactComparison, fact: QuantityFact
 ) -> tuple[bool, list[str]]:
     """Compare a value with every operator's cut point, in the value's own unit.
@@ -125,7 +132,68 @@ def _days(view: CaseView, readings: list[Reading]) -> int:
     return len({view.time_of(r).date() for r in readings})
 
 
+def text_matches(value: str, equals: str | None, one_of: list[str] | None) -> bool:
+    """Whether a text value is the one asked for (case-insensitive)."""
+    v = value.strip().casefold()
+    if equals is not None and v != equals.strip().casefold():
+        return False
+    return one_of is None or v in {o.strip().casefold() for o in one_of}
+
+
+def _text_comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
+    within = parse_duration(cond.within) if cond.within else None
+    readings = [r for r in view.select(cond.fact, within) if isinstance(r.value, str)]
+    if not readings:
+        detail = [f"no {cond.fact}" + (f" within {cond.within}" if cond.within else "")]
+        if cond.if_missing is not None:
+            return LeafResult(cond.if_missing, detail=detail)
+        return LeafResult(None, missing=[cond.fact], detail=detail)
+    latest = readings[-1]
+    assert isinstance(latest.value, str)
+    ok = text_matches(latest.value, cond.equals, cond.one_of)
+    return LeafResult(ok, facts=[_used(view, cond.fact, latest, "latest")])
+
+
+def value_for_band(
+    view: CaseView, item: rf.PointItem
+) -> tuple[float | str, str, FactUsed] | None:
+    """The value a banded point-score item reads: latest or an aggregate."""
+    assert item.fact is not None
+    within = parse_duration(item.within) if item.within else None
+    readings = view.select(item.fact, within)
+    if not readings:
+        return None
+    if item.fact in view.catalogue.texts or item.value == "latest":
+        r = readings[-1]
+        return (
+            r.value if not isinstance(r.value, bool) else str(r.value),
+            (r.unit or ""),
+            _used(view, item.fact, r, "latest"),
+        )
+    fact = view.catalogue.quantities[item.fact]
+    values = [
+        _in_unit(r, fact.unit, fact) for r in readings if isinstance(r.value, float)
+    ]
+    agg = (
+        fmean(values)
+        if item.value == "mean"
+        else (min(values) if item.value == "min" else max(values))
+    )
+    agg = _round(agg, fact, fact.unit)
+    used = FactUsed(
+        name=item.fact,
+        value=agg,
+        unit=fact.unit,
+        time=view.time_of(readings[-1]),
+        aggregate=item.value,
+        readings=len(values),
+    )
+    return agg, fact.unit, used
+
+
 def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
+    if cond.fact in view.catalogue.texts:
+        return _text_comparison(view, cond)
     fact = view.catalogue.quantities[cond.fact]
     within = parse_duration(cond.within) if cond.within else None
     readings = [r for r in view.select(cond.fact, within) if isinstance(r.value, float)]
@@ -148,7 +216,7 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         passing = [
             r
             for r in readings
-            if _compare_value(r.value, r.unit or fact.unit, cond, fact)[0]  # type: ignore[arg-type]
+            if compare_value(r.value, r.unit or fact.unit, cond, fact)[0]  # type: ignore[arg-type]
         ]
         days = _days(view, passing)
         used = [_used(view, cond.fact, r, "latest") for r in passing]
@@ -160,7 +228,7 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
 
     if cond.value == "latest":
         chosen = readings[-1]
-        ok, shown = _compare_value(chosen.value, chosen.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
+        ok, shown = compare_value(chosen.value, chosen.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
         return LeafResult(
             ok, facts=[_used(view, cond.fact, chosen, "latest")], detail=shown
         )
@@ -188,7 +256,7 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         else (min(values) if cond.value == "min" else max(values))
     )
     agg = _round(agg, fact, unit)
-    ok, shown = _compare_value(agg, unit, cond, fact)
+    ok, shown = compare_value(agg, unit, cond, fact)
     summary = FactUsed(
         name=cond.fact,
         value=agg,
@@ -213,7 +281,7 @@ def _lasting(
     needed = parse_duration(cond.lasting_more_than)
     run: list[Reading] = []
     for r in reversed(readings):
-        ok, _shown = _compare_value(r.value, r.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
+        ok, _shown = compare_value(r.value, r.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
         if not ok:
             break
         run.append(r)
@@ -310,7 +378,10 @@ def _combine_at_least(k: int, parts: list[LeafResult]) -> LeafResult:
 
 
 def evaluate_leaf(
-    view: CaseView, cond: rf.Condition, scores: dict[str, Score]
+    view: CaseView,
+    cond: rf.Condition,
+    scores: dict[str, Score],
+    points: dict[str, PointResult] | None = None,
 ) -> LeafResult:
     """Evaluate a finding-free condition in three values.
 
@@ -319,6 +390,10 @@ def evaluate_leaf(
     """
     if isinstance(cond, rf.FactComparison):
         return _comparison(view, cond)
+    if isinstance(cond, rf.PointsTest):
+        from .points import points_leaf
+
+        return points_leaf(cond, points or {})
     if isinstance(cond, rf.ScoreTest):
         return _score(scores, cond)
     if isinstance(cond, rf.ConditionTest):
@@ -333,14 +408,15 @@ def evaluate_leaf(
         name = f"allergic_to:{cond.allergic_to}"
         return LeafResult(ok, facts=[FactUsed(name=name, value=ok)])
     if isinstance(cond, rf.AllOf):
-        return _combine_all([evaluate_leaf(view, c, scores) for c in cond.all])
+        return _combine_all([evaluate_leaf(view, c, scores, points) for c in cond.all])
     if isinstance(cond, rf.AnyOf):
-        return _combine_at_least(1, [evaluate_leaf(view, c, scores) for c in cond.any])
+        parts = [evaluate_leaf(view, c, scores, points) for c in cond.any]
+        return _combine_at_least(1, parts)
     if isinstance(cond, rf.AtLeastOf):
-        parts = [evaluate_leaf(view, c, scores) for c in cond.of]
+        parts = [evaluate_leaf(view, c, scores, points) for c in cond.of]
         return _combine_at_least(cond.at_least, parts)
     if isinstance(cond, rf.Not):
-        inner = evaluate_leaf(view, cond.not_, scores)
+        inner = evaluate_leaf(view, cond.not_, scores, points)
         flipped = None if inner.value is None else not inner.value
         return LeafResult(flipped, inner.facts, inner.missing, inner.detail)
     raise TypeError(f"not a fact-level condition: {type(cond).__name__}")

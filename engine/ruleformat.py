@@ -19,6 +19,7 @@ Condition keys, read as a clinician would say them::
                                (default: "cannot be determined")
     finding: diabetes          a finding asserted by another rule (chaining)
     score: diabetes_progression  a model score, with at_least/above/... numbers
+    points: curb65             a point score of the knowledge base, at_least: 3
     condition: hypertension    on the problem list (``for_more_than: 3 months``)
     taking: metformin          an active medication
     allergic_to: metformin     a recorded allergy
@@ -58,6 +59,10 @@ __all__ = [
     "RecommendationAction",
     "Rule",
     "RuleFile",
+    "Band",
+    "PointItem",
+    "PointScore",
+    "PointsTest",
     "ScoreTest",
     "CONDITION_KEYS",
     "ACTION_KEYS",
@@ -90,6 +95,8 @@ class FactComparison(_Strict):
     within: str | None = Field(
         None, description="Only readings this recent count, e.g. `12 months`."
     )
+    equals: str | None = Field(None, description="A text fact has this value.")
+    one_of: list[str] | None = Field(None, description="A text fact is one of these.")
     min_readings: int = Field(1, ge=1, le=20)
     readings: int = Field(1, ge=1, le=20)
     lasting_more_than: str | None = Field(
@@ -110,6 +117,28 @@ class FindingTest(_Strict):
     """A finding asserted by another rule."""
 
     finding: str
+
+
+class PointsTest(_Strict):
+    """Compare a point score of the knowledge base (CURB-65, NEWS2...).
+
+    With known inputs that already force the answer, it is decided even when
+    some inputs are missing (spec 0.4); otherwise it cannot be determined.
+    """
+
+    points: str = Field(description="The id of a point score.")
+    above: float | None = None
+    at_least: float | None = None
+    below: float | None = None
+    at_most: float | None = None
+    any_item_at_least: float | None = Field(
+        None, description="Some single item scores at least this (NEWS2's 3)."
+    )
+    determined: bool | None = Field(
+        None,
+        description="`false`: true when the total cannot be determined "
+        "(to fall back on another score, e.g. CRB-65 without urea).",
+    )
 
 
 class ScoreTest(_Strict):
@@ -176,6 +205,7 @@ CONDITION_KEYS = {
     "fact": "fact",
     "finding": "finding",
     "score": "score",
+    "points": "points",
     "condition": "condition",
     "taking": "taking",
     "allergic_to": "allergic_to",
@@ -196,6 +226,7 @@ def _condition_tag(value: Any) -> str | None:
         ("fact", "fact"),
         ("finding", "finding"),
         ("score", "score"),
+        ("points", "points"),
         ("condition", "condition"),
         ("taking", "taking"),
         ("allergic_to", "allergic_to"),
@@ -213,6 +244,7 @@ Condition = Annotated[
     | Annotated[FactComparison, Tag("fact")]
     | Annotated[FindingTest, Tag("finding")]
     | Annotated[ScoreTest, Tag("score")]
+    | Annotated[PointsTest, Tag("points")]
     | Annotated[ConditionTest, Tag("condition")]
     | Annotated[MedicationTest, Tag("taking")]
     | Annotated[AllergyTest, Tag("allergic_to")],
@@ -220,8 +252,8 @@ Condition = Annotated[
         _condition_tag,
         custom_error_type="condition",
         custom_error_message=(
-            "a condition needs one of the keys: fact, finding, score, condition, "
-            "taking, allergic_to, all, any, not, at_least with of"
+            "a condition needs one of the keys: fact, finding, score, points, "
+            "condition, taking, allergic_to, all, any, not, at_least with of"
         ),
     ),
 ]
@@ -246,6 +278,11 @@ class RecommendationSpec(_Strict):
     adjusted_by: str | None = Field(
         None,
         description="A model score that updates the certainty (log-odds; docs).",
+    )
+    drug: str | None = Field(
+        None,
+        description="The medication concept it recommends; never recommended to "
+        "a patient with a recorded allergy to it.",
     )
 
 
@@ -339,6 +376,44 @@ class Calculation(_Strict):
     source: str
 
 
+class Band(_Strict):
+    """One band of a banded item: the points for values in it."""
+
+    above: Threshold | None = None
+    at_least: Threshold | None = None
+    below: Threshold | None = None
+    at_most: Threshold | None = None
+    equals: str | None = None
+    one_of: list[str] | None = None
+    points: float
+
+
+class PointItem(_Strict):
+    """One item of a point score: points when a condition holds, or by bands."""
+
+    id: str = Field(pattern=_ID)
+    title: str | None = None
+    points: float | None = Field(None, description="Points when `when` holds.")
+    when: Condition | None = Field(None, description="A condition without findings.")
+    fact: str | None = Field(None, description="The fact a banded item reads.")
+    value: Literal["latest", "mean", "min", "max"] = "latest"
+    within: str | None = None
+    bands: list[Band] | None = Field(None, description="Points by the fact's value.")
+    applies_when: Condition | None = Field(
+        None, description="The item counts only when this holds (NEWS2 SpO2 scale 2)."
+    )
+
+
+class PointScore(_Strict):
+    """A clinical point score: a finding whose value is a sum of items."""
+
+    id: str = Field(pattern=_ID)
+    title: str
+    source: str | None = None
+    items: list[PointItem] = Field(min_length=1)
+    note: str | None = None
+
+
 class Header(_Strict):
     """The ruleset header."""
 
@@ -354,9 +429,12 @@ class RuleFile(_Strict):
 
     ruleset: Header
     calculations: list[Calculation] = Field(default_factory=list)
+    point_scores: list[PointScore] = Field(default_factory=list)
     rules: list[Rule] = Field(min_length=1)
 
 
+PointItem.model_rebuild()
+PointScore.model_rebuild()
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 Not.model_rebuild()

@@ -61,7 +61,7 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         12,
         "r1",
         "unknown key `at_lest`; allowed here: fact, above, "
-        "at_least, below, at_most, value, within, min_readings, "
+        "at_least, below, at_most, value, within, equals, one_of, min_readings, "
         "readings, lasting_more_than, if_missing",
         "did you mean `at_least`?",
     ),

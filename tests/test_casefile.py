@@ -157,12 +157,14 @@ def test_conditions_medications_allergies_with_details() -> None:
         ("atrial_fibrillation", False),
     ]
     assert c.conditions[1].end == datetime(2020, 1, 1, tzinfo=UTC)
+    # Lisinopril is an ACE inhibitor and an antihypertensive: one entry each.
     assert [(e.concept, e.active) for e in c.medications] == [
         ("ace_inhibitor", True),
+        ("antihypertensive", True),
         ("metformin", False),
         (None, True),
     ]
-    assert c.medications[2].code == "herbal tea"
+    assert c.medications[3].code == "herbal tea"
     assert c.notes == (
         "medication `herbal tea` (line 7) is not one the knowledge base knows; "
         "kept without a concept",

@@ -491,12 +491,12 @@ def test_contained_medication_resolves() -> None:
     req = med_request(
         "r", medicationReference={"reference": "#c"}, contained=[contained]
     )
-    (entry,) = read(req).medications
-    assert (entry.concept, entry.system, entry.code) == (
-        "arb",
-        "local",
-        "Losartan 50 mg tablet",
-    )
+    # Losartan is an ARB and an antihypertensive: one entry per concept.
+    entries = read(req).medications
+    assert [(e.concept, e.system, e.code) for e in entries] == [
+        ("arb", "local", "Losartan 50 mg tablet"),
+        ("antihypertensive", "local", "Losartan 50 mg tablet"),
+    ]
 
 
 def test_unresolved_medication_reference_is_noted() -> None:
@@ -514,8 +514,8 @@ def test_medication_statement_and_text_match() -> None:
         "medicationCodeableConcept": {"text": "lisinopril 10 MG Oral Tablet"},
         "effectivePeriod": {"start": "2021-01-01", "end": "2021-06-30"},
     }
-    (entry,) = read(statement).medications
-    assert entry.concept == "ace_inhibitor"
+    entry, other = read(statement).medications
+    assert (entry.concept, other.concept) == ("ace_inhibitor", "antihypertensive")
     assert entry.source == "MedicationStatement/s"
     assert entry.end == datetime(2021, 6, 30, tzinfo=UTC)
 

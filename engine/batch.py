@@ -1,0 +1,807 @@
+"""Batch evaluation: many inputs, one NDJSON line per case, on several processes.
+
+Inputs (:func:`plan_inputs`) are FHIR bundles and case files (files, folders,
+glob patterns), NDJSON files with one bundle or case file per line, and FHIR
+bulk-export NDJSON (one resource type per file, grouped by patient in
+:mod:`engine.bulk`). Work goes out in chunks of :data:`CHUNK_SIZE` cases, and
+each model scores a chunk in one call (:func:`engine.evaluation.evaluate_cases`).
+
+What :func:`run_batch` guarantees:
+
+- one output line per input case, in input order: the assessment (the JSON of
+  ``cdss evaluate --format json``, on one line) or an error record naming the
+  input (``file``, ``line`` for NDJSON) and the ``reason``;
+- a bad record never stops the batch: errors are kept per case, and a worker
+  process that dies is replaced and its chunk retried input by input;
+- bounded memory: inputs are streamed, at most two chunks per worker are in
+  flight, and bulk exports are grouped through files on disk;
+- ``stop()`` is polled between chunks, and only whole lines are ever written,
+  so an interrupted run leaves a valid, partial output file.
+
+A chunk's cases are scored together, so a score can differ in its last bit from
+the one ``cdss evaluate`` gives the same case alone; chunks do not depend on the
+number of workers or the backend, so every run of the same inputs writes the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import IO, Final, Literal, Protocol
+
+import orjson
+
+from .assessment import Assessment
+from .errors import CdssError, EvaluationError, InputError, UnitError
+from .evaluation import evaluate_cases
+from .facts import Case
+from .inputs import MAX_BYTES, read_input, read_input_data
+from .knowledge import KnowledgeBase
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Backend",
+    "BatchSummary",
+    "InProcess",
+    "KnowledgeBaseSpec",
+    "Outcome",
+    "Plan",
+    "ProcessPool",
+    "Settings",
+    "WorkItem",
+    "default_workers",
+    "evaluate_chunk",
+    "plan_inputs",
+    "run_batch",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE: Final = 16
+"""Cases per chunk: enough to share a model call, small enough to balance."""
+
+CASE_SUFFIXES: Final = (".json", ".yaml", ".yml")
+NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl")
+_SUFFIXES: Final = CASE_SUFFIXES + NDJSON_SUFFIXES
+_PATTERN_CHARS: Final = frozenset("*?[")
+
+AsOf = datetime | Literal["last"]
+Family = Literal["input", "unit", "evaluation", "internal", "worker"]
+
+
+# --- what a worker needs -------------------------------------------------------
+
+
+_loaded: dict[KnowledgeBaseSpec, KnowledgeBase] = {}
+_load_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseSpec:
+    """Where a worker finds the knowledge base; loaded once per process.
+
+    Attributes:
+        rules: Rule files or folders; None for the bundled ``rules/``.
+        models: The models folder; None for the bundled ``models/``.
+    """
+
+    rules: tuple[str, ...] | None = None
+    models: str | None = None
+
+    def load(self) -> KnowledgeBase:
+        """Return this process's knowledge base for the spec, loading it once.
+
+        Raises:
+            RuleFileError: If the rule files are refused.
+            ModelError: If a model cannot be loaded.
+        """
+        with _load_lock:
+            kb = _loaded.get(self)
+            if kb is None:
+                rules = [Path(r) for r in self.rules] if self.rules else None
+                models = Path(self.models) if self.models else None
+                kb = _loaded[self] = KnowledgeBase.load(rules, models)
+            return kb
+
+    def remember(self, kb: KnowledgeBase) -> None:
+        """Use an already loaded knowledge base for this spec in this process.
+
+        Worker processes started by fork inherit it instead of loading it.
+        """
+        with _load_lock:
+            _loaded[self] = kb
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every case of a batch is evaluated.
+
+    Attributes:
+        knowledge_base: Where the knowledge base is.
+        as_of: The evaluation time, or ``last`` for each record's last entry.
+        use_conditions: False leaves each record's problem list out.
+    """
+
+    knowledge_base: KnowledgeBaseSpec
+    as_of: AsOf
+    use_conditions: bool = True
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input case, as it travels to a worker.
+
+    Attributes:
+        file: The input file, as given.
+        line: The 1-based line for NDJSON, else None.
+        kind: ``path`` (read the file), ``text`` (one NDJSON line in
+            ``payload``), ``resources`` (a patient's bulk-export lines in
+            ``payload``, Patient first) or ``error`` (found while planning).
+        payload: The line or lines, for ``text`` and ``resources``.
+        case_id: The case id when known before reading (bulk exports).
+        family: For ``error``: the error family.
+        reason: For ``error``: what is wrong.
+    """
+
+    file: str
+    line: int | None
+    kind: Literal["path", "text", "resources", "error"]
+    payload: bytes | tuple[bytes, ...] = b""
+    case_id: str | None = None
+    family: Family = "input"
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """``file:line`` for NDJSON, else the file."""
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One output line and what the summary counts of it.
+
+    Attributes:
+        line: The JSON document, without the newline.
+        failed: True for an error record.
+        status: The assessment's status, or ``error``.
+        diagnoses: Diagnosis ids.
+        recommendations: (id, status) of each recommendation.
+        undetermined: Ids of the rules that could not be determined.
+    """
+
+    line: str
+    failed: bool
+    status: str
+    diagnoses: tuple[str, ...] = ()
+    recommendations: tuple[tuple[str, str], ...] = ()
+    undetermined: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, result: Assessment) -> Outcome:
+        """The outcome of an assessment."""
+        return cls(
+            line=result.model_dump_json(),
+            failed=False,
+            status=result.status,
+            diagnoses=tuple(d.id for d in result.diagnoses),
+            recommendations=tuple((r.id, r.status) for r in result.recommendations),
+            undetermined=tuple(u.rule_id for u in result.undetermined),
+        )
+
+    @classmethod
+    def error(cls, item: WorkItem, family: Family, reason: str) -> Outcome:
+        """An error record naming the input."""
+        record = {
+            "status": "error",
+            "file": item.file,
+            "line": item.line,
+            "case_id": item.case_id,
+            "error": family,
+            "reason": reason,
+        }
+        return cls(orjson.dumps(record).decode(), failed=True, status="error")
+
+
+def _failure(item: WorkItem, err: BaseException) -> Outcome:
+    family: Family
+    if isinstance(err, InputError):
+        family, reason = "input", str(err)
+    elif isinstance(err, UnitError):
+        family, reason = "unit", str(err)
+    elif isinstance(err, CdssError):
+        family, reason = "evaluation", str(err)
+    else:
+        family, reason = "internal", f"{type(err).__name__}: {err}"
+        # A bug, not bad data; the type only: the message may name the patient.
+        log.warning("an input failed with %s; see its error record", type(err).__name__)
+    log.debug("%s failed: %s", item.label, reason)
+    return Outcome.error(item, family, reason)
+
+
+# --- the work of one chunk (runs in a worker) ----------------------------------
+
+
+def _decoded(item: WorkItem, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            item.label,
+            f"byte {err.start} of the line",
+            f"the line is not UTF-8 text (byte 0x{raw[err.start]:02x})",
+            "write NDJSON as UTF-8",
+        ) from None
+
+
+def _read(item: WorkItem, kb: KnowledgeBase) -> Case:
+    if item.kind == "path":
+        return read_input(Path(item.file), catalogue=kb.catalogue)
+    if item.kind == "text":
+        assert isinstance(item.payload, bytes)
+        text = _decoded(item, item.payload)
+        return read_input_data(text, source=item.label, catalogue=kb.catalogue)
+    from .bulk import bundle_of
+
+    assert isinstance(item.payload, tuple)
+    bundle = bundle_of(item.payload)
+    return read_input_data(bundle, source=item.label, catalogue=kb.catalogue)
+
+
+def _when(case: Case, as_of: AsOf) -> datetime:
+    if as_of != "last":
+        return as_of
+    if case.last_recorded is None:
+        raise InputError(
+            case.source,
+            "",
+            "--as-of last: the record has no dated entries",
+            "give an evaluation date with --as-of",
+        )
+    return case.last_recorded
+
+
+def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcome]:
+    """Read and evaluate a chunk of inputs; one outcome per item, in order.
+
+    Every failure of one input becomes that input's error record; the models
+    score the chunk's readable cases in one call per model.
+
+    Args:
+        items: The chunk.
+        settings: How to evaluate.
+
+    Returns:
+        The outcomes, in the order of ``items``.
+
+    Raises:
+        RuleFileError: If this process cannot load the knowledge base.
+        ModelError: Likewise, for a model.
+    """
+    kb = settings.knowledge_base.load()
+    outcomes: list[Outcome | None] = [None] * len(items)
+    ready: list[tuple[int, Case, datetime]] = []
+    for i, item in enumerate(items):
+        if item.kind == "error":
+            outcomes[i] = Outcome.error(item, item.family, item.reason)
+            continue
+        try:
+            case = _read(item, kb)
+            if not settings.use_conditions:
+                case = case.without_conditions()
+            ready.append((i, case, _when(case, settings.as_of)))
+        except Exception as err:  # one bad input must not end the chunk: recorded
+            outcomes[i] = _failure(item, err)
+
+    try:
+        results = evaluate_cases(kb, [c for _, c, _ in ready], [t for *_, t in ready])
+        for (i, _, _), result in zip(ready, results, strict=True):
+            outcomes[i] = Outcome.of(result)
+    except Exception:  # find the case that failed: evaluate them one by one
+        log.debug("a chunk failed; evaluating its cases one by one", exc_info=True)
+        for i, case, when in ready:
+            try:
+                outcomes[i] = Outcome.of(evaluate_cases(kb, [case], when)[0])
+            except Exception as err:  # recorded as this case's error
+                outcomes[i] = _failure(items[i], err)
+    return [o for o in outcomes if o is not None]
+
+
+def _prepare_process(spec: KnowledgeBaseSpec) -> None:
+    """Load the knowledge base, then exempt it from garbage collection.
+
+    Everything alive now (the knowledge base, the imported libraries) lives as
+    long as the process, yet every full collection would walk it again: frozen,
+    parsing a bundle takes half the time.
+    """
+    spec.load()
+    gc.collect()
+    gc.freeze()
+
+
+def _start_worker(spec: KnowledgeBaseSpec) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _prepare_process(spec)
+
+
+# --- backends --------------------------------------------------------------------
+
+
+class Pending(Protocol):
+    """A chunk's result to come (a concurrent or a Dask future)."""
+
+    def result(self) -> list[Outcome]:
+        """Wait for the outcomes."""
+        ...
+
+    def done(self) -> bool:
+        """Whether the outcomes are ready."""
+        ...
+
+    def cancel(self) -> bool:
+        """Give up the chunk if it has not started."""
+        ...
+
+
+class Backend(Protocol):
+    """Where chunks run: this process, a process pool or a Dask cluster."""
+
+    slots: int
+
+    def submit(self, chunk: list[WorkItem]) -> Pending:
+        """Start a chunk."""
+        ...
+
+    def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
+        """Outcomes for a chunk whose run failed as a whole."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend started."""
+        ...
+
+
+class InProcess:
+    """Run chunks in this process, one at a time (``--workers 1``)."""
+
+    slots = 1
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        _prepare_process(settings.knowledge_base)
+
+    def submit(self, chunk: list[WorkItem]) -> Pending:
+        """Run the chunk now; the future is already done."""
+        future: Future[list[Outcome]] = Future()
+        try:
+            future.set_result(evaluate_chunk(chunk, self.settings))
+        except Exception as err:  # handed to recover() by the driver
+            future.set_exception(err)
+        return future  # type: ignore[return-value]
+
+    def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
+        """Run the chunk's inputs one by one; each failure becomes its record."""
+        out: list[Outcome] = []
+        for item in chunk:
+            try:
+                out += evaluate_chunk([item], self.settings)
+            except Exception as err:  # recorded as this input's error
+                out.append(_failure(item, err))
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _start_method() -> str:
+    # fork is instant and shares the loaded knowledge base; it is only safe
+    # while no other thread could hold a lock at the moment of the fork.
+    methods = get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class ProcessPool:
+    """Run chunks on worker processes of this machine.
+
+    Args:
+        settings: How to evaluate.
+        workers: The number of processes.
+        start_method: ``fork``, ``forkserver`` or ``spawn``; by default fork
+            when this process runs a single thread, else forkserver.
+    """
+
+    def __init__(
+        self, settings: Settings, workers: int, start_method: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.slots = workers
+        self.start_method = start_method or _start_method()
+        self._pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        context = get_context(self.start_method)
+        if self.start_method == "forkserver":
+            context.set_forkserver_preload(["engine.batch"])
+        return ProcessPoolExecutor(
+            self.slots,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(self.settings.knowledge_base,),
+        )
+
+    def _submit(self, chunk: list[WorkItem]) -> Future[list[Outcome]]:
+        try:
+            return self._pool.submit(evaluate_chunk, chunk, self.settings)
+        except BrokenProcessPool:
+            log.warning("a worker process ended; starting a new pool")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new()
+            return self._pool.submit(evaluate_chunk, chunk, self.settings)
+
+    def submit(self, chunk: list[WorkItem]) -> Pending:
+        """Queue a chunk on the pool."""
+        return self._submit(chunk)  # type: ignore[return-value]
+
+    def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
+        """Retry the chunk, then input by input; an input that kills a worker
+        gets an error record."""
+        log.warning(
+            "a chunk of %d inputs failed (%s); retrying it", len(chunk), type(error)
+        )
+        try:
+            return self._submit(chunk).result()
+        except Exception:  # isolate the input that fails
+            log.debug("the chunk failed again; inputs one by one", exc_info=True)
+        out: list[Outcome] = []
+        for item in chunk:
+            try:
+                out += self._submit([item]).result()
+            except Exception as err:  # the worker died on this input
+                reason = (
+                    "the worker process ended while evaluating this input "
+                    f"({type(err).__name__})"
+                )
+                out.append(Outcome.error(item, "worker", reason))
+        return out
+
+    def close(self) -> None:
+        """Stop the worker processes (running chunks finish first)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- planning: which inputs, in which order --------------------------------------
+
+
+@dataclass
+class Plan:
+    """The inputs of a batch, in order.
+
+    Attributes:
+        sources: ``(kind, files)`` in input order: ``case`` (one file, one
+            case), ``ndjson`` (one file, a case per line) or ``bulk`` (the
+            bulk-export files of one folder).
+    """
+
+    sources: list[tuple[Literal["case", "ndjson", "bulk"], list[Path]]] = field(
+        default_factory=list
+    )
+
+    def estimate(self) -> int:
+        """The number of cases, counted from lines (for progress only)."""
+        from .bulk import count_patients
+
+        total = 0
+        for kind, files in self.sources:
+            if kind == "case":
+                total += 1
+            elif kind == "ndjson":
+                total += _count_lines(files[0])
+            else:
+                total += count_patients(files)
+        return total
+
+    def items(self, stop: Callable[[], bool] | None = None) -> Iterator[WorkItem]:
+        """Every input case, in order; stops early once ``stop()`` is true."""
+        from .bulk import bulk_items
+
+        for kind, files in self.sources:
+            if stop is not None and stop():
+                return
+            if kind == "case":
+                yield WorkItem(str(files[0]), None, "path")
+            elif kind == "ndjson":
+                yield from _ndjson_items(files[0])
+            else:
+                yield from bulk_items(files, stop=stop)
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                count += block.count(b"\n")
+                last = block
+        return count + (0 if not count or last.endswith(b"\n") else 1)
+    except OSError:
+        return 1
+
+
+def _ndjson_items(path: Path) -> Iterator[WorkItem]:
+    shown = str(path)
+    number = 0
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if len(line) > MAX_BYTES:
+                    yield WorkItem(
+                        shown,
+                        number,
+                        "error",
+                        reason=f"the line is {len(line) / 1e6:.1f} MB; "
+                        "inputs over 50 MB are refused",
+                    )
+                    continue
+                yield WorkItem(shown, number, "text", line)
+    except OSError as err:
+        where = f"after line {number}" if number else "the file"
+        yield WorkItem(
+            shown,
+            number + 1 if number else None,
+            "error",
+            reason=f"{where} cannot be read: {err.strerror or err}",
+        )
+
+
+def _is_bulk(path: Path) -> bool:
+    """Whether an NDJSON file holds FHIR resources other than Bundles."""
+    try:
+        with path.open("rb") as f:
+            first = next((line for line in f if line.strip()), b"")
+        document = orjson.loads(first)
+    except (OSError, orjson.JSONDecodeError):
+        return False  # each line then gets its own error record
+    kind = document.get("resourceType") if isinstance(document, dict) else None
+    return isinstance(kind, str) and kind != "Bundle"
+
+
+def _expand(text: str) -> list[Path]:
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ]
+    elif _PATTERN_CHARS & set(text):
+        found = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+    else:
+        raise InputError(text, "", "no such file or folder", "check the path")
+    chosen = sorted(p for p in found if p.suffix.lower() in _SUFFIXES)
+    if not chosen:
+        raise InputError(
+            text,
+            "",
+            "holds no input files",
+            "folders and patterns take .json, .yaml, .yml, .ndjson and .jsonl files",
+        )
+    return chosen
+
+
+def plan_inputs(inputs: Iterable[str | Path]) -> Plan:
+    """Expand files, folders and glob patterns into a plan.
+
+    A file given by name is taken whatever its name; folders (searched
+    recursively, hidden entries skipped) and patterns take ``.json``,
+    ``.yaml``, ``.yml``, ``.ndjson`` and ``.jsonl`` files. A file given twice
+    counts once. NDJSON whose first record is a FHIR resource other than a
+    Bundle is a bulk export: its files are grouped by folder.
+
+    Args:
+        inputs: Files, folders and patterns, in order.
+
+    Returns:
+        The plan.
+
+    Raises:
+        InputError: If an input names nothing, or a folder or pattern holds no
+            input files.
+    """
+    plan = Plan()
+    seen: set[Path] = set()
+    bulk: dict[Path, list[Path]] = {}
+    for text in inputs:
+        for path in _expand(str(text)):
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            if path.suffix.lower() not in NDJSON_SUFFIXES:
+                plan.sources.append(("case", [path]))
+            elif not _is_bulk(path):
+                plan.sources.append(("ndjson", [path]))
+            elif key.parent in bulk:
+                bulk[key.parent].append(path)
+            else:
+                bulk[key.parent] = [path]
+                plan.sources.append(("bulk", bulk[key.parent]))
+    return plan
+
+
+# --- the driver ------------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did, for the progress bar and the final table.
+
+    Attributes:
+        total: The estimated number of cases.
+        cases: Lines written.
+        failures: Error records among them.
+        statuses: Lines by status (``complete``, ``partial``, ...,
+            ``error``).
+        diagnoses: Cases per diagnosis id.
+        recommendations: Cases per (recommendation id, status).
+        undetermined: Cases per rule that could not be determined.
+        interrupted: True when ``stop()`` ended the batch early.
+        last: The last input written (``file`` or ``file:line``).
+        elapsed: Seconds since the start.
+    """
+
+    total: int = 0
+    cases: int = 0
+    failures: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    diagnoses: Counter[str] = field(default_factory=Counter)
+    recommendations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    undetermined: Counter[str] = field(default_factory=Counter)
+    interrupted: bool = False
+    last: str = ""
+    elapsed: float = 0.0
+
+    def add(self, item: WorkItem, outcome: Outcome) -> None:
+        """Count one written line."""
+        self.cases += 1
+        self.failures += outcome.failed
+        self.statuses[outcome.status] += 1
+        self.diagnoses.update(outcome.diagnoses)
+        self.recommendations.update(outcome.recommendations)
+        self.undetermined.update(outcome.undetermined)
+        self.last = item.label
+
+
+def _chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    chunk: list[WorkItem] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_batch(
+    plan: Plan,
+    out: IO[str],
+    settings: Settings,
+    *,
+    workers: int = 1,
+    chunk_size: int = CHUNK_SIZE,
+    backend: Backend | None = None,
+    progress: Callable[[BatchSummary], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> BatchSummary:
+    """Evaluate every input of a plan and write one line per case to ``out``.
+
+    Args:
+        plan: The inputs (:func:`plan_inputs`).
+        out: A text file; each line is written whole, and flushed per chunk.
+        settings: How to evaluate.
+        workers: Processes when no backend is given: 1 runs in this process.
+        chunk_size: Cases per chunk.
+        backend: Where chunks run (e.g. :class:`engine.dask_batch.DaskBackend`);
+            not closed here. By default one is started and closed.
+        progress: Called after each chunk is written.
+        stop: Polled between chunks; once true, the batch ends after the lines
+            already done (``interrupted`` is then set).
+
+    Returns:
+        The summary.
+
+    Raises:
+        RuleFileError: If the knowledge base cannot be loaded.
+        ModelError: Likewise, for a model.
+    """
+    summary = BatchSummary(total=plan.estimate())
+    started = time.monotonic()
+    own = backend is None
+    runner: Backend = backend or (
+        InProcess(settings) if workers <= 1 else ProcessPool(settings, workers)
+    )
+    window = 2 * max(1, runner.slots)
+    chunks = _chunks(plan.items(stop), chunk_size)
+    pending: deque[tuple[list[WorkItem], Pending]] = deque()
+
+    def write(chunk: list[WorkItem], outcomes: list[Outcome]) -> None:
+        for item, outcome in zip(chunk, outcomes, strict=True):
+            out.write(outcome.line + "\n")
+            summary.add(item, outcome)
+        out.flush()
+        summary.elapsed = time.monotonic() - started
+        if progress is not None:
+            progress(summary)
+
+    try:
+        while True:
+            if stop is not None and stop():
+                summary.interrupted = True
+                break
+            if len(pending) < window:
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    pending.append((chunk, runner.submit(chunk)))
+                    continue
+            if not pending:
+                break
+            chunk, future = pending.popleft()
+            write(chunk, _outcomes(runner, chunk, future))
+        # Stopped: keep what is already done, in order, then give up the rest.
+        while pending and pending[0][1].done():
+            chunk, future = pending.popleft()
+            write(chunk, _outcomes(runner, chunk, future))
+    finally:
+        for _chunk, future in pending:
+            future.cancel()
+        if own:
+            runner.close()
+    summary.elapsed = time.monotonic() - started
+    log.info(
+        "batch: %d cases, %d failed, %.1f s%s",
+        summary.cases,
+        summary.failures,
+        summary.elapsed,
+        " (interrupted)" if summary.interrupted else "",
+    )
+    return summary
+
+
+def _outcomes(runner: Backend, chunk: list[WorkItem], future: Pending) -> list[Outcome]:
+    try:
+        outcomes = future.result()
+    except Exception as err:  # a dead worker or a lost task: no input is dropped
+        return runner.recover(chunk, err)
+    if len(outcomes) != len(chunk):
+        return runner.recover(chunk, EvaluationError("a chunk came back incomplete"))
+    return outcomes
