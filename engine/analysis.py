@@ -64,6 +64,7 @@ def _cut(value: rf.Threshold | None, fact: QuantityFact) -> float | None:
     cuts = thresholds_of(value)
     if not cuts:
         return None
+    cuts = [c if c.unit else type(c)(c.value, fact.unit) for c in cuts]
     native = [c for c in cuts if c.unit == fact.unit]
     cut = native[0] if native else cuts[0]
     if cut.unit == fact.unit:

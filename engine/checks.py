@@ -163,6 +163,8 @@ def _check_comparison(
                     )
                 )
                 continue
+            if not cut.unit and fact.unit == "1":
+                continue  # a count or score: a plain number is its own unit
             if not cut.unit:
                 out.append(
                     _problem(
@@ -275,6 +277,15 @@ def _check_point_scores(
                     )
                 )
             seen.add(score.id)
+            if score.reported_when is not None:
+                out += _check_when(
+                    site,
+                    cat,
+                    models,
+                    set(),
+                    points,
+                    (score.reported_when, raw_score["reported_when"]),
+                )
             for ii, item in enumerate(score.items):
                 raw_item = raw_score["items"][ii]
                 where = site.at(raw_score["items"], ii)

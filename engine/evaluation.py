@@ -480,6 +480,8 @@ def _point_findings(points: dict[str, PointResult]) -> list[Finding]:
     """Each point score as a finding, with the items behind its total."""
     out = []
     for pid, result in points.items():
+        if not result.reported:
+            continue
         score = result.score
         out.append(
             Finding(

@@ -118,6 +118,8 @@ def compare_value(
         cuts = thresholds_of(getattr(cond, op))
         if not cuts:
             continue
+        # A plain number is a count or score in the fact's own unit ("1").
+        cuts = [c if c.unit else Threshold(c.value, fact.unit) for c in cuts]
         native = [c for c in cuts if c.unit == value_unit]
         cut = native[0] if native else cuts[0]
         # Spec 0.3: round (half-up, in the canonical unit) before banding.

@@ -50,6 +50,7 @@ class PointResult:
 
     score: rf.PointScore
     items: list[ItemResult]
+    reported: bool = True
 
     @property
     def low(self) -> float:
@@ -178,10 +179,14 @@ def evaluate_points(
     view: CaseView, scores_defined: list[rf.PointScore], scores: dict[str, Score]
 ) -> dict[str, PointResult]:
     """Evaluate every point score of the knowledge base for one case."""
-    return {
-        ps.id: PointResult(ps, [_item(view, item, scores) for item in ps.items])
-        for ps in scores_defined
-    }
+    out = {}
+    for ps in scores_defined:
+        reported = True
+        if ps.reported_when is not None:
+            reported = evaluate_leaf(view, ps.reported_when, scores).value is not False
+        items = [_item(view, item, scores) for item in ps.items]
+        out[ps.id] = PointResult(ps, items, reported)
+    return out
 
 
 def points_leaf(cond: rf.PointsTest, points: dict[str, PointResult]) -> LeafResult:

@@ -411,6 +411,11 @@ class PointScore(_Strict):
     title: str
     source: str | None = None
     items: list[PointItem] = Field(min_length=1)
+    reported_when: Condition | None = Field(
+        None,
+        description="Show the score in an assessment only when this holds or "
+        "cannot be determined (CURB-65 only for pneumonia); default: always.",
+    )
     note: str | None = None
 
 

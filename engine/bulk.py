@@ -1,0 +1,452 @@
+"""The inputs of a batch: files, folders, patterns, NDJSON and FHIR bulk exports.
+
+:func:`plan_inputs` expands the command line into a :class:`Plan`, whose
+:meth:`Plan.items` streams one :class:`WorkItem` per input case. NDJSON is read
+line by line. A FHIR bulk export (``Patient.ndjson``, ``Observation.ndjson``,
+... one resource type per file) is grouped by patient through shard files on
+disk, so memory stays bounded by one shard and an index of patient ids:
+
+1. Patient files are read first: each Patient gets an ordinal, and ordinals
+   are cut into ranges of about :data:`SHARD_BYTES` of resources each.
+2. Every other line of a type the reader uses goes to its patient's shard
+   (``subject.reference`` or ``patient.reference``); Medication resources are
+   kept in memory (they are few) for the requests that refer to them.
+3. Shard by shard, each patient's lines become one item, in Patient-file order.
+
+Resources of types the reader does not use (Claim, Encounter, ...) are skipped
+unread. A line that is not JSON, a resource without a patient reference, a
+duplicate Patient and resources of a patient with no Patient resource each give
+an error item, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import orjson
+
+from .inputs import MAX_BYTES
+
+__all__ = [
+    "Family",
+    "Plan",
+    "SHARD_BYTES",
+    "WorkItem",
+    "bundle_of",
+    "plan_inputs",
+]
+
+log = logging.getLogger(__name__)
+
+CASE_SUFFIXES: Final = (".json", ".yaml", ".yml")
+NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl")
+SHARD_BYTES: Final = 64_000_000
+"""About this many bytes of resources are grouped in memory at a time."""
+
+_SUFFIXES: Final = CASE_SUFFIXES + NDJSON_SUFFIXES
+_PATTERN_CHARS: Final = frozenset("*?[")
+_MAX_SHARDS: Final = 256
+# The resource types engine.fhir reads besides Patient and Medication.
+_READ_TYPES: Final = frozenset(
+    {
+        "Observation",
+        "Condition",
+        "MedicationRequest",
+        "MedicationStatement",
+        "AllergyIntolerance",
+    }
+)
+
+Family = Literal["input", "unit", "evaluation", "internal", "worker"]
+Stop = Callable[[], bool] | None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input case, as it travels to a worker.
+
+    Attributes:
+        file: The input file, as given.
+        line: The 1-based line for NDJSON, else None.
+        kind: ``path`` (read the file), ``text`` (one NDJSON line in
+            ``payload``), ``resources`` (a patient's bulk-export lines in
+            ``payload``, Patient first) or ``error`` (found while planning).
+        payload: The line or lines, for ``text`` and ``resources``.
+        case_id: The case id when known before reading (bulk exports).
+        family: For ``error``: the error family.
+        reason: For ``error``: what is wrong.
+    """
+
+    file: str
+    line: int | None
+    kind: Literal["path", "text", "resources", "error"]
+    payload: bytes | tuple[bytes, ...] = b""
+    case_id: str | None = None
+    family: Family = "input"
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """``file:line`` for NDJSON, else the file."""
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+
+# --- planning -------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The inputs of a batch, in order.
+
+    Attributes:
+        sources: ``(kind, files)`` in input order: ``case`` (one file, one
+            case), ``ndjson`` (one file, a case per line) or ``bulk`` (the
+            bulk-export files of one folder).
+    """
+
+    sources: list[tuple[Literal["case", "ndjson", "bulk"], list[Path]]] = field(
+        default_factory=list
+    )
+
+    def estimate(self) -> int:
+        """The number of cases, counted from lines (for progress only)."""
+        total = 0
+        for kind, files in self.sources:
+            if kind == "case":
+                total += 1
+            elif kind == "ndjson":
+                total += _count_lines(files[0])
+            else:
+                total += sum(_count_lines(f) for f in files if _first(f) == "Patient")
+        return total
+
+    def items(self, stop: Stop = None) -> Iterator[WorkItem]:
+        """Every input case, in order; ends early once ``stop()`` is true."""
+        for kind, files in self.sources:
+            if stop is not None and stop():
+                return
+            if kind == "case":
+                yield WorkItem(str(files[0]), None, "path")
+            elif kind == "ndjson":
+                yield from _ndjson_items(files[0])
+            else:
+                yield from _Grouping(files, stop).items()
+
+
+def _count_lines(path: Path) -> int:
+    count, last = 0, b"\n"
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                count += block.count(b"\n")
+                last = block
+    except OSError:
+        return 1
+    return count + (0 if last.endswith(b"\n") else 1)
+
+
+def _ndjson_items(path: Path) -> Iterator[WorkItem]:
+    shown = str(path)
+    number = 0
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if len(line) > MAX_BYTES:
+                    reason = (
+                        f"the line is {len(line) / 1e6:.1f} MB; "
+                        "inputs over 50 MB are refused"
+                    )
+                    yield WorkItem(shown, number, "error", reason=reason)
+                    continue
+                yield WorkItem(shown, number, "text", line)
+    except OSError as err:
+        reason = f"the file cannot be read: {err.strerror or err}"
+        yield WorkItem(shown, number + 1 if number else None, "error", reason=reason)
+
+
+def _first(path: Path) -> str | None:
+    """The resourceType of a file's first record, if it has one."""
+    try:
+        with path.open("rb") as f:
+            first = next((line for line in f if line.strip()), b"")
+        document = orjson.loads(first)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    kind = document.get("resourceType") if isinstance(document, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _expand(text: str) -> list[Path]:
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ]
+    elif _PATTERN_CHARS & set(text):
+        found = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+    else:
+        raise _no_input(text, "no such file or folder", "check the path")
+    chosen = sorted(p for p in found if p.suffix.lower() in _SUFFIXES)
+    if not chosen:
+        raise _no_input(
+            text,
+            "holds no input files",
+            "folders and patterns take .json, .yaml, .yml, .ndjson and .jsonl files",
+        )
+    return chosen
+
+
+def _no_input(text: str, reason: str, hint: str) -> Exception:
+    from .errors import InputError
+
+    return InputError(text, "", reason, hint)
+
+
+def plan_inputs(inputs: Iterable[str | Path]) -> Plan:
+    """Expand files, folders and glob patterns into a plan.
+
+    A file given by name is taken whatever its name; folders (searched
+    recursively, hidden entries skipped) and patterns take ``.json``,
+    ``.yaml``, ``.yml``, ``.ndjson`` and ``.jsonl`` files. A file given twice
+    counts once. NDJSON whose first record is a FHIR resource other than a
+    Bundle is a bulk export; its files are grouped by folder.
+
+    Args:
+        inputs: Files, folders and patterns, in order.
+
+    Returns:
+        The plan.
+
+    Raises:
+        InputError: If an input names nothing, or a folder or pattern holds no
+            input files.
+    """
+    plan = Plan()
+    seen: set[Path] = set()
+    bulk: dict[Path, list[Path]] = {}
+    for text in inputs:
+        for path in _expand(str(text)):
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            kind = _first(path) if path.suffix.lower() in NDJSON_SUFFIXES else None
+            if path.suffix.lower() not in NDJSON_SUFFIXES:
+                plan.sources.append(("case", [path]))
+            elif kind is None or kind == "Bundle":
+                plan.sources.append(("ndjson", [path]))
+            elif key.parent in bulk:
+                bulk[key.parent].append(path)
+            else:
+                bulk[key.parent] = [path]
+                plan.sources.append(("bulk", bulk[key.parent]))
+    return plan
+
+
+# --- bulk export ------------------------------------------------------------------
+
+
+def _patient_id(reference: str) -> str | None:
+    if reference.startswith("urn:uuid:"):
+        return reference[9:] or None
+    parts = reference.split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "Patient" and parts[i + 1]:
+            return parts[i + 1]
+    return None
+
+
+def _reference(document: dict[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+class _Grouping:
+    """One folder's bulk export, grouped by patient (see the module docstring)."""
+
+    def __init__(self, files: list[Path], stop: Stop) -> None:
+        kinds = {f: _first(f) for f in files}
+        self.patients = [f for f in files if kinds[f] == "Patient"]
+        self.others = [f for f in files if kinds[f] != "Patient"]
+        self.stop = stop
+        self.index: dict[str, tuple[int, int, int]] = {}  # id: ordinal, file, line
+        self.media: dict[str, bytes] = {}
+        self.orphans: dict[str, list[int]] = {}  # id: [count, file, line]
+        self.names = [str(f) for f in [*self.patients, *self.others]]
+        self.skipped = 0
+        n = sum(_count_lines(f) for f in self.patients)
+        size = sum(f.stat().st_size for f in self.others if f.exists())
+        per = math.ceil(max(1, n) * SHARD_BYTES / max(1, size))
+        self.per_shard = max(per, math.ceil(max(1, n) / _MAX_SHARDS))
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop()
+
+    def items(self) -> Iterator[WorkItem]:
+        with tempfile.TemporaryDirectory(prefix="cdss-bulk-") as tmp:
+            shards: dict[int, IO[bytes]] = {}
+            try:
+                yield from self._route(Path(tmp), shards)
+            finally:
+                for f in shards.values():
+                    f.close()
+            for k in sorted(shards):
+                if self.stopped():
+                    return
+                yield from self._shard(Path(tmp) / f"{k}.tsv")
+        for pid, (count, file, line) in self.orphans.items():
+            reason = (
+                f"{count} resource(s) refer to Patient/{pid}, which no Patient "
+                "resource of the export has; export the Patient resources too"
+            )
+            yield WorkItem(self.names[file], line, "error", case_id=pid, reason=reason)
+        if self.skipped:
+            log.info("bulk export: skipped %d files of unread types", self.skipped)
+
+    def _lines(self, files: list[Path], start: int) -> Iterator[tuple[int, int, bytes]]:
+        for offset, path in enumerate(files):
+            with path.open("rb") as f:
+                for number, raw in enumerate(f, 1):
+                    line = raw.strip()
+                    if line:
+                        yield start + offset, number, line
+
+    def _route(self, tmp: Path, shards: dict[int, IO[bytes]]) -> Iterator[WorkItem]:
+        readable = [f for f in self.others if _first(f) in _READ_TYPES | {None}]
+        media = [f for f in self.others if _first(f) == "Medication"]
+        self.skipped = len(self.others) - len(readable) - len(media)
+        order = [*self.patients, *media, *readable]
+        self.names = [str(f) for f in order]
+        for count, (file, number, line) in enumerate(self._lines(order, 0)):
+            if count % 4096 == 0 and self.stopped():
+                return
+            try:
+                document = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                reason = f"not JSON: {err}"
+                yield WorkItem(self.names[file], number, "error", reason=reason)
+                continue
+            problem = self._place(document, file, number, line, tmp, shards)
+            if problem:
+                yield WorkItem(self.names[file], number, "error", reason=problem)
+
+    def _place(
+        self,
+        document: Any,
+        file: int,
+        number: int,
+        line: bytes,
+        tmp: Path,
+        shards: dict[int, IO[bytes]],
+    ) -> str:
+        """Index, keep or shard one resource; return what is wrong, if anything."""
+        if not isinstance(document, dict):
+            return "a bulk-export line must be a FHIR resource (a JSON object)"
+        kind = document.get("resourceType")
+        rid = document.get("id")
+        if kind == "Patient":
+            if not isinstance(rid, str) or not rid:
+                return "the Patient has no id"
+            if rid in self.index:
+                _, f, n = self.index[rid]
+                return f"a second Patient/{rid}; the first is at {self.names[f]}:{n}"
+            self.index[rid] = (len(self.index), file, number)
+            self._write(rid, b"P", file, number, b"", line, tmp, shards)
+            return ""
+        if kind == "Medication":
+            if isinstance(rid, str) and rid:
+                self.media[f"Medication/{rid}"] = line
+            return ""
+        if kind not in _READ_TYPES:
+            return ""  # a type the reader does not use
+        ref = _reference(document, "subject") or _reference(document, "patient")
+        pid = _patient_id(ref) if ref else None
+        if pid is None:
+            return f"the {kind} has no subject.reference or patient.reference"
+        if pid not in self.index:
+            entry = self.orphans.setdefault(pid, [0, file, number])
+            entry[0] += 1
+            return ""
+        media = _reference(document, "medicationReference") or ""
+        self._write(pid, b"R", file, number, media.encode(), line, tmp, shards)
+        return ""
+
+    def _write(
+        self,
+        pid: str,
+        kind: bytes,
+        file: int,
+        number: int,
+        media: bytes,
+        line: bytes,
+        tmp: Path,
+        shards: dict[int, IO[bytes]],
+    ) -> None:
+        ordinal = self.index[pid][0]
+        k = ordinal // self.per_shard
+        if k not in shards:
+            shards[k] = (tmp / f"{k}.tsv").open("ab")
+        media = media.replace(b"\t", b"")
+        head = b"%d\t%s\t%d\t%d\t%s\t" % (ordinal, kind, file, number, media)
+        shards[k].write(head + line + b"\n")
+
+    def _shard(self, path: Path) -> Iterator[WorkItem]:
+        groups: dict[int, list[tuple[bytes, bytes]]] = {}
+        heads: dict[int, tuple[int, int]] = {}
+        with path.open("rb") as f:
+            for record in f:
+                ordinal, kind, file, number, media, line = record.split(b"\t", 5)
+                o = int(ordinal)
+                groups.setdefault(o, []).append((media, line.rstrip(b"\n")))
+                if kind == b"P":
+                    heads[o] = (int(file), int(number))
+        pids = {o: pid for pid, (o, _, _) in self.index.items() if o in groups}
+        for o in sorted(groups):
+            records = groups.pop(o)
+            refs = dict.fromkeys(m.decode() for m, _ in records if m)
+            media = [self.media[r] for r in refs if r in self.media]
+            lines = [line for _, line in records]
+            file, number = heads[o]
+            yield WorkItem(
+                self.names[file],
+                number,
+                "resources",
+                (*lines, *media),
+                case_id=pids[o],
+            )
+
+
+def bundle_of(lines: tuple[bytes, ...]) -> dict[str, Any]:
+    """A collection Bundle of one patient's bulk-export lines.
+
+    Args:
+        lines: The resources as JSON, the Patient first.
+
+    Returns:
+        The Bundle, each entry with a ``fullUrl`` of ``Type/id``.
+    """
+    entries = []
+    for line in lines:
+        resource = orjson.loads(line)
+        entry: dict[str, Any] = {"resource": resource}
+        rid, kind = resource.get("id"), resource.get("resourceType")
+        if isinstance(rid, str) and isinstance(kind, str):
+            entry["fullUrl"] = f"{kind}/{rid}"
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
