@@ -223,6 +223,19 @@ def render(result: Assessment, console: Console) -> None:
         ft.add_column("rule")
         ft.add_column("evidence")
         for f in result.findings:
+            if f.range is not None:  # a point score: its total and its items
+                total = (
+                    f"= {f.value:g}"
+                    if f.value is not None
+                    else f"cannot be determined ({f.range[0]:g} to "
+                    f"{f.range[1]:g}; missing {', '.join(f.missing)})"
+                )
+                items = ", ".join(
+                    f"{c.id} {'?' if c.points is None else f'{c.points:g}'}"
+                    for c in f.components
+                )
+                ft.add_row(f"{f.display or f.id} {total}", "point score", items)
+                continue
             ft.add_row(
                 f.display or f.id,
                 f.evidence.rules[0].rule_id,
