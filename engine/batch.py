@@ -27,14 +27,13 @@ same bytes.
 from __future__ import annotations
 
 import gc
-import glob
 import logging
 import os
 import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -46,10 +45,11 @@ from typing import IO, Final, Literal, Protocol
 import orjson
 
 from .assessment import Assessment
+from .bulk import Family, Plan, WorkItem, bundle_of, plan_inputs
 from .errors import CdssError, EvaluationError, InputError, UnitError
 from .evaluation import evaluate_cases
 from .facts import Case
-from .inputs import MAX_BYTES, read_input, read_input_data
+from .inputs import read_input, read_input_data
 from .knowledge import KnowledgeBase
 
 __all__ = [
@@ -74,13 +74,7 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE: Final = 16
 """Cases per chunk: enough to share a model call, small enough to balance."""
 
-CASE_SUFFIXES: Final = (".json", ".yaml", ".yml")
-NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl")
-_SUFFIXES: Final = CASE_SUFFIXES + NDJSON_SUFFIXES
-_PATTERN_CHARS: Final = frozenset("*?[")
-
 AsOf = datetime | Literal["last"]
-Family = Literal["input", "unit", "evaluation", "internal", "worker"]
 
 
 # --- what a worker needs -------------------------------------------------------
@@ -116,6 +110,21 @@ class KnowledgeBaseSpec:
                 models = Path(self.models) if self.models else None
                 kb = _loaded[self] = KnowledgeBase.load(rules, models)
             return kb
+
+    def prepare(self) -> None:
+        """Load the knowledge base, then exempt it from garbage collection.
+
+        Everything alive now (the knowledge base, the imported libraries) lives
+        as long as the process, yet each full collection would walk it again;
+        frozen, parsing a bundle takes half the time. For worker processes.
+
+        Raises:
+            RuleFileError: If the rule files are refused.
+            ModelError: If a model cannot be loaded.
+        """
+        self.load()
+        gc.collect()
+        gc.freeze()
 
     def remember(self, kb: KnowledgeBase) -> None:
         """Use an already loaded knowledge base for this spec in this process.
@@ -225,8 +234,6 @@ def _read(item: WorkItem, kb: KnowledgeBase) -> Case:
         assert isinstance(item.payload, bytes)
         text = _decoded(item, item.payload)
         return read_input_data(text, source=item.label, catalogue=kb.catalogue)
-    from .bulk import bundle_of
-
     assert isinstance(item.payload, tuple)
     bundle = bundle_of(item.payload)
     return read_input_data(bundle, source=item.label, catalogue=kb.catalogue)
@@ -291,22 +298,10 @@ def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcom
     return [o for o in outcomes if o is not None]
 
 
-def _prepare_process(spec: KnowledgeBaseSpec) -> None:
-    """Load the knowledge base, then exempt it from garbage collection.
-
-    Everything alive now (the knowledge base, the imported libraries) lives as
-    long as the process, yet every full collection would walk it again: frozen,
-    parsing a bundle takes half the time.
-    """
-    spec.load()
-    gc.collect()
-    gc.freeze()
-
-
 def _start_worker(spec: KnowledgeBaseSpec) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _prepare_process(spec)
+    spec.prepare()
 
 
 # --- backends --------------------------------------------------------------------
@@ -353,7 +348,7 @@ class InProcess:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        _prepare_process(settings.knowledge_base)
+        settings.knowledge_base.prepare()
 
     def submit(self, chunk: list[WorkItem]) -> Pending:
         """Run the chunk now; the future is already done."""
@@ -362,7 +357,7 @@ class InProcess:
             future.set_result(evaluate_chunk(chunk, self.settings))
         except Exception as err:  # handed to recover() by the driver
             future.set_exception(err)
-        return future  # type: ignore[return-value]
+        return future
 
     def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
         """Run the chunk's inputs one by one; each failure becomes its record."""
@@ -434,7 +429,7 @@ class ProcessPool:
 
     def submit(self, chunk: list[WorkItem]) -> Pending:
         """Queue a chunk on the pool."""
-        return self._submit(chunk)  # type: ignore[return-value]
+        return self._submit(chunk)
 
     def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
         """Retry the chunk, then input by input; an input that kills a worker
@@ -555,7 +550,8 @@ def run_batch(
     runner: Backend = backend or (
         InProcess(settings) if workers <= 1 else ProcessPool(settings, workers)
     )
-    window = 2 * max(1, runner.slots)
+    # In this process a chunk is done when submitted; elsewhere keep two queued.
+    window = 1 if isinstance(runner, InProcess) else 2 * max(1, runner.slots)
     chunks = _chunks(plan.items(stop), chunk_size)
     pending: deque[tuple[list[WorkItem], Pending]] = deque()
 

@@ -32,6 +32,7 @@ from typing import IO, Any, Final, Literal
 
 import orjson
 
+from .errors import InputError
 from .inputs import MAX_BYTES
 
 __all__ = [
@@ -211,9 +212,7 @@ def _expand(text: str) -> list[Path]:
     return chosen
 
 
-def _no_input(text: str, reason: str, hint: str) -> Exception:
-    from .errors import InputError
-
+def _no_input(text: str, reason: str, hint: str) -> InputError:
     return InputError(text, "", reason, hint)
 
 
@@ -282,23 +281,27 @@ class _Grouping:
 
     def __init__(self, files: list[Path], stop: Stop) -> None:
         kinds = {f: _first(f) for f in files}
-        self.patients = [f for f in files if kinds[f] == "Patient"]
-        self.others = [f for f in files if kinds[f] != "Patient"]
+        patients = [f for f in files if kinds[f] == "Patient"]
+        media = [f for f in files if kinds[f] == "Medication"]
+        # A file whose first line is not JSON is read: its lines get records.
+        readable = [f for f in files if kinds[f] in _READ_TYPES or kinds[f] is None]
+        self.skipped = len(files) - len(patients) - len(media) - len(readable)
+        self.order = [*patients, *media, *readable]
+        self.names = [str(f) for f in self.order]
         self.stop = stop
         self.index: dict[str, tuple[int, int, int]] = {}  # id: ordinal, file, line
         self.media: dict[str, bytes] = {}
         self.orphans: dict[str, list[int]] = {}  # id: [count, file, line]
-        self.names = [str(f) for f in [*self.patients, *self.others]]
-        self.skipped = 0
-        n = sum(_count_lines(f) for f in self.patients)
-        size = sum(f.stat().st_size for f in self.others if f.exists())
-        per = math.ceil(max(1, n) * SHARD_BYTES / max(1, size))
-        self.per_shard = max(per, math.ceil(max(1, n) / _MAX_SHARDS))
+        n = max(1, sum(_count_lines(f) for f in patients))
+        size = max(1, sum(f.stat().st_size for f in readable))
+        self.per_shard = max(math.ceil(n * SHARD_BYTES / size), -(-n // _MAX_SHARDS))
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop()
 
     def items(self) -> Iterator[WorkItem]:
+        if self.skipped:
+            log.info("bulk export: %d files of unread types skipped", self.skipped)
         with tempfile.TemporaryDirectory(prefix="cdss-bulk-") as tmp:
             shards: dict[int, IO[bytes]] = {}
             try:
@@ -311,51 +314,48 @@ class _Grouping:
                     return
                 yield from self._shard(Path(tmp) / f"{k}.tsv")
         for pid, (count, file, line) in self.orphans.items():
+            if self.stopped():
+                return
             reason = (
                 f"{count} resource(s) refer to Patient/{pid}, which no Patient "
                 "resource of the export has; export the Patient resources too"
             )
             yield WorkItem(self.names[file], line, "error", case_id=pid, reason=reason)
-        if self.skipped:
-            log.info("bulk export: skipped %d files of unread types", self.skipped)
-
-    def _lines(self, files: list[Path], start: int) -> Iterator[tuple[int, int, bytes]]:
-        for offset, path in enumerate(files):
-            with path.open("rb") as f:
-                for number, raw in enumerate(f, 1):
-                    line = raw.strip()
-                    if line:
-                        yield start + offset, number, line
 
     def _route(self, tmp: Path, shards: dict[int, IO[bytes]]) -> Iterator[WorkItem]:
-        readable = [f for f in self.others if _first(f) in _READ_TYPES | {None}]
-        media = [f for f in self.others if _first(f) == "Medication"]
-        self.skipped = len(self.others) - len(readable) - len(media)
-        order = [*self.patients, *media, *readable]
-        self.names = [str(f) for f in order]
-        for count, (file, number, line) in enumerate(self._lines(order, 0)):
-            if count % 4096 == 0 and self.stopped():
-                return
+        count = 0
+        for file, path in enumerate(self.order):
             try:
-                document = orjson.loads(line)
-            except orjson.JSONDecodeError as err:
-                reason = f"not JSON: {err}"
-                yield WorkItem(self.names[file], number, "error", reason=reason)
-                continue
-            problem = self._place(document, file, number, line, tmp, shards)
-            if problem:
-                yield WorkItem(self.names[file], number, "error", reason=problem)
+                with path.open("rb") as f:
+                    for number, raw in enumerate(f, 1):
+                        count += 1
+                        if count % 4096 == 0 and self.stopped():
+                            return
+                        line = raw.strip()
+                        problem = self._place(line, file, number, tmp, shards)
+                        if problem:
+                            yield WorkItem(
+                                self.names[file], number, "error", reason=problem
+                            )
+            except OSError as err:
+                reason = f"the file cannot be read: {err.strerror or err}"
+                yield WorkItem(self.names[file], None, "error", reason=reason)
 
     def _place(
         self,
-        document: Any,
+        line: bytes,
         file: int,
         number: int,
-        line: bytes,
         tmp: Path,
         shards: dict[int, IO[bytes]],
     ) -> str:
-        """Index, keep or shard one resource; return what is wrong, if anything."""
+        """Index, keep or shard one line; return what is wrong, if anything."""
+        if not line:
+            return ""
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            return f"not JSON: {err}"
         if not isinstance(document, dict):
             return "a bulk-export line must be a FHIR resource (a JSON object)"
         kind = document.get("resourceType")
@@ -367,25 +367,22 @@ class _Grouping:
                 _, f, n = self.index[rid]
                 return f"a second Patient/{rid}; the first is at {self.names[f]}:{n}"
             self.index[rid] = (len(self.index), file, number)
-            self._write(rid, b"P", file, number, b"", line, tmp, shards)
-            return ""
-        if kind == "Medication":
+            self._write(rid, b"P", file, number, rid, line, tmp, shards)
+        elif kind == "Medication":
             if isinstance(rid, str) and rid:
                 self.media[f"Medication/{rid}"] = line
-            return ""
-        if kind not in _READ_TYPES:
-            return ""  # a type the reader does not use
-        ref = _reference(document, "subject") or _reference(document, "patient")
-        pid = _patient_id(ref) if ref else None
-        if pid is None:
-            return f"the {kind} has no subject.reference or patient.reference"
-        if pid not in self.index:
-            entry = self.orphans.setdefault(pid, [0, file, number])
-            entry[0] += 1
-            return ""
-        media = _reference(document, "medicationReference") or ""
-        self._write(pid, b"R", file, number, media.encode(), line, tmp, shards)
-        return ""
+        elif kind in _READ_TYPES:
+            ref = _reference(document, "subject") or _reference(document, "patient")
+            pid = _patient_id(ref) if ref else None
+            if pid is None:
+                return f"the {kind} has no subject.reference or patient.reference"
+            if pid not in self.index:
+                entry = self.orphans.setdefault(pid, [0, file, number])
+                entry[0] += 1
+                return ""
+            media = _reference(document, "medicationReference") or ""
+            self._write(pid, b"R", file, number, media, line, tmp, shards)
+        return ""  # anything else is a type the reader does not use
 
     def _write(
         self,
@@ -393,42 +390,39 @@ class _Grouping:
         kind: bytes,
         file: int,
         number: int,
-        media: bytes,
+        note: str,
         line: bytes,
         tmp: Path,
         shards: dict[int, IO[bytes]],
     ) -> None:
+        # One record per line: ordinal, P(atient) or R(esource), file, line
+        # number, the patient id (P) or medication reference (R), the JSON.
         ordinal = self.index[pid][0]
         k = ordinal // self.per_shard
         if k not in shards:
             shards[k] = (tmp / f"{k}.tsv").open("ab")
-        media = media.replace(b"\t", b"")
-        head = b"%d\t%s\t%d\t%d\t%s\t" % (ordinal, kind, file, number, media)
+        text = note.replace("\t", "").encode()
+        head = b"%d\t%s\t%d\t%d\t%s\t" % (ordinal, kind, file, number, text)
         shards[k].write(head + line + b"\n")
 
     def _shard(self, path: Path) -> Iterator[WorkItem]:
         groups: dict[int, list[tuple[bytes, bytes]]] = {}
-        heads: dict[int, tuple[int, int]] = {}
+        heads: dict[int, tuple[int, int, str]] = {}
         with path.open("rb") as f:
             for record in f:
-                ordinal, kind, file, number, media, line = record.split(b"\t", 5)
-                o = int(ordinal)
-                groups.setdefault(o, []).append((media, line.rstrip(b"\n")))
-                if kind == b"P":
-                    heads[o] = (int(file), int(number))
-        pids = {o: pid for pid, (o, _, _) in self.index.items() if o in groups}
+                fields = record.split(b"\t", 5)
+                o = int(fields[0])
+                if fields[1] == b"P":
+                    heads[o] = (int(fields[2]), int(fields[3]), fields[4].decode())
+                groups.setdefault(o, []).append((fields[4], fields[5].rstrip(b"\n")))
         for o in sorted(groups):
             records = groups.pop(o)
-            refs = dict.fromkeys(m.decode() for m, _ in records if m)
+            file, number, pid = heads[o]
+            refs = dict.fromkeys(n.decode() for n, _ in records[1:] if n)
             media = [self.media[r] for r in refs if r in self.media]
             lines = [line for _, line in records]
-            file, number = heads[o]
             yield WorkItem(
-                self.names[file],
-                number,
-                "resources",
-                (*lines, *media),
-                case_id=pids[o],
+                self.names[file], number, "resources", (*lines, *media), case_id=pid
             )
 
 

@@ -81,6 +81,10 @@ class CaseView:
             kept = [r for r in values if r.time is None or _aware(r.time) <= self.as_of]
             if kept:
                 self.readings[name] = kept
+        if self.case.sex is not None:
+            self.readings["sex"] = [
+                Reading(value=self.case.sex, time=self.as_of, source="Patient")
+            ]
         age = self.age()
         if age is not None:
             self.readings["age"] = [
