@@ -2,18 +2,25 @@
 
 Exit codes: 0 success; 1 problems found (``rules check``); 2 unusable
 arguments; 3 unreadable patient input; 4 knowledge base refused (rule files);
-5 model unusable; 6 evaluation failed.
+5 model unusable; 6 evaluation failed; 7 some batch inputs failed (``batch``:
+each has an error record in the output); 130 batch interrupted by Ctrl-C (the
+output holds whole lines up to where it stopped).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import signal
 import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.console import Console
@@ -21,6 +28,7 @@ from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from engine import (
     NOTICE,
@@ -31,6 +39,7 @@ from engine import (
     RuleFileError,
     read_input,
 )
+from engine import batch as batch_engine
 from engine.errors import CdssError, Problem
 from engine.knowledge import default_rules_dir, rule_file_paths
 
@@ -425,9 +434,358 @@ def models_train(spec: Path, out: Path | None) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("conclusion", required=False)
+@click.option(
+    "--why-not",
+    "why",
+    default=None,
+    help="A conclusion that was not reached: which rules could reach it "
+    "and what stopped each.",
+)
+@click.option("--format", "fmt", type=click.Choice(["rich", "json"]), default="rich")
+@click.option("--as-of", "as_of", default=None, help="As for `cdss evaluate`.")
+@click.option("--rules", type=click.Path(path_type=Path), default=None)
+@click.option("--models", type=click.Path(path_type=Path), default=None)
+def explain(
+    file: Path,
+    conclusion: str | None,
+    why: str | None,
+    fmt: str,
+    as_of: str | None,
+    rules: Path | None,
+    models: Path | None,
+) -> None:
+    """How each conclusion was reached (a tree), or --why-not one was not."""
+    from engine.explain import how, why_not
+
+    kb = _load(rules, models)
+    try:
+        case = read_input(file, catalogue=kb.catalogue)
+    except InputError as err:
+        _fail(str(err), EXIT_INPUT)
+        return
+    when = _as_of(as_of, case.last_recorded) or datetime.now(UTC)
+    result = kb.evaluate(case, as_of=when)
+    console = Console()
+    if why is not None:
+        try:
+            answer = why_not(kb, case, why, when, result)
+        except KeyError:
+            known = sorted({p for r in kb.rules for p in r.produces})
+            _fail(
+                f"no rule concludes `{why}`; known conclusions: {', '.join(known)}",
+                EXIT_USAGE,
+            )
+            return
+        if fmt == "json":
+            sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+            return
+        console.print(f"[bold]{answer.message}[/]", highlight=False)
+        for attempt in answer.attempts:
+            r = attempt.rule
+            node = Tree(
+                f"rule [bold]{r.rule_id}[/] ({r.file}:{r.line}) "
+                f"[{'green' if attempt.state == 'fired' else 'yellow'}]"
+                f"{attempt.state}[/]: {r.title}"
+            )
+            for o in attempt.obstacles:
+                leaf = node.add(f"{o.condition}: {o.state}; {o.actual}")
+                if o.change:
+                    leaf.add(f"[cyan]{o.change}[/]")
+            console.print(node)
+        console.print(Panel(NOTICE, style="bold yellow", expand=False))
+        return
+    try:
+        trees = how(result, conclusion)
+    except KeyError:
+        reached = [
+            *(d.id for d in result.diagnoses),
+            *(f.id for f in result.findings),
+            *(r.id for r in result.recommendations if r.status == "recommended"),
+        ]
+        _fail(
+            f"`{conclusion}` was not reached for this case (reached: "
+            f"{', '.join(reached) or 'nothing'}); try --why-not {conclusion}",
+            EXIT_USAGE,
+        )
+        return
+    if fmt == "json":
+        sys.stdout.write(
+            json.dumps([t.model_dump(mode="json") for t in trees], indent=2) + "\n"
+        )
+        return
+    for tree in trees:
+        console.print(_tree(tree))
+    console.print(Panel(NOTICE, style="bold yellow", expand=False))
+
+
+def _tree(node: Any, parent: Tree | None = None) -> Tree:
+    value = f" {node.value:.3f}" if isinstance(node.value, float) else ""
+    label = f"[bold]{node.kind}[/] {node.id}{value}: {node.label}"
+    branch = parent.add(label) if parent is not None else Tree(label)
+    for r in node.rules:
+        rule = branch.add(f"rule {r.rule_id} ({r.file}:{r.line}) {r.title}")
+        rule.add(f"[dim]source: {r.source}[/]")
+    for f in node.facts:
+        shown = f"{f.value:g}" if isinstance(f.value, float) else str(f.value)
+        unit = f" {f.unit}" if f.unit else ""
+        agg = f", {f.aggregate} of {f.readings}" if f.aggregate != "latest" else ""
+        when = f" @ {f.time.date()}" if f.time else ""
+        src = f" [dim]{f.source}[/]" if f.source else ""
+        branch.add(f"fact {f.name} = {shown}{unit}{agg}{when}{src}")
+    for name, weight in node.contributions:
+        branch.add(f"input {name} contributes {weight:+.2f}")
+    for child in node.because:
+        _tree(child, branch)
+    return branch
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of the assessment (the --format json output)."""
     sys.stdout.write(json.dumps(Assessment.model_json_schema(), indent=2) + "\n")
+
+
+EXIT_BATCH_FAILED = 7
+EXIT_INTERRUPTED = 130
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="The NDJSON output, one line per input case (`-` for stdout).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: all cores).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Evaluation time: YYYY-MM-DD, a date-time, or `last` (each record's "
+    "last entry). Default: now, once for the whole batch.",
+)
+@click.option("--rules", type=click.Path(path_type=Path), default=None)
+@click.option("--models", type=click.Path(path_type=Path), default=None)
+@click.option("--without-conditions", is_flag=True)
+@click.option("--approved-only", is_flag=True)
+@click.option(
+    "--dask",
+    "dask_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on a Dask cluster: a scheduler address, or without one a local "
+    "cluster of --workers processes on 127.0.0.1. Put it after the inputs, "
+    "or write --dask=ADDRESS.",
+)
+def batch(
+    inputs: tuple[str, ...],
+    out_path: Path,
+    workers: int | None,
+    as_of: str | None,
+    rules: Path | None,
+    models: Path | None,
+    without_conditions: bool,
+    approved_only: bool,
+    dask_address: str | None,
+) -> None:
+    """Evaluate many inputs; write one NDJSON line per case.
+
+    INPUTS are FHIR bundles and case files, folders and glob patterns of them,
+    NDJSON files of bundles or case files, and FHIR bulk-export NDJSON
+    (Patient.ndjson, Observation.ndjson, ...: grouped by patient). Each line is
+    the assessment (as `evaluate --format json`) or an error record
+    {"status": "error", "file", "line", "error", "reason"}. Exit code 0 all
+    evaluated, 7 some inputs failed, 130 interrupted; 2, 3, 4, 5 as `evaluate`.
+    """
+    when: datetime | Literal["last"] = "last"
+    if as_of != "last":
+        when = _as_of(as_of, None) or datetime.now(UTC)
+    try:
+        plan = batch_engine.plan_inputs(inputs)
+    except InputError as err:
+        _fail(str(err), EXIT_INPUT)
+        return
+    kb = _load(rules, models, approved_only)
+    spec = batch_engine.KnowledgeBaseSpec(
+        (str(rules),) if rules else None, str(models) if models else None, approved_only
+    )
+    spec.remember(kb)
+    settings = batch_engine.Settings(spec, when, not without_conditions)
+    try:
+        out = (
+            sys.stdout if str(out_path) == "-" else out_path.open("w", encoding="utf-8")
+        )
+    except OSError as err:
+        _fail(f"--out {out_path}: {err.strerror or err}", EXIT_USAGE)
+        return
+
+    # Ctrl-C asks to stop after the chunks in progress; a second one quits now.
+    stop = threading.Event()
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print("[yellow]stopping after the cases in progress[/]")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with _BatchProgress() as progress:
+            run = functools.partial(
+                batch_engine.run_batch, plan, out, settings, progress=progress.update
+            )
+            summary = _run_batch(
+                run,
+                settings,
+                workers or batch_engine.default_workers(),
+                dask_address,
+                kb.info.content_hash,
+                stop.is_set,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if out is not sys.stdout:
+            out.close()
+    render_batch(summary, err_console)
+    if summary.interrupted:
+        err_console.print(
+            f"[yellow]interrupted:[/] {summary.cases} of about {summary.total} "
+            f"cases written to {out_path}; the last was {summary.last or 'none'}",
+            highlight=False,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.failures:
+        sys.exit(EXIT_BATCH_FAILED)
+
+
+def _run_batch(
+    run: Callable[..., batch_engine.BatchSummary],
+    settings: batch_engine.Settings,
+    workers: int,
+    dask_address: str | None,
+    content_hash: str,
+    stop: Callable[[], bool],
+) -> batch_engine.BatchSummary:
+    if dask_address is None:
+        return run(workers=workers, stop=stop)
+    try:
+        from engine.dask_batch import DaskBackend, dask_client
+    except ImportError as err:
+        _fail(str(err), EXIT_USAGE)
+        raise
+    address = None if dask_address == "local" else dask_address
+    try:
+        with dask_client(address, workers) as client:
+            backend = DaskBackend(client, settings, content_hash)
+            return run(backend=backend, stop=stop)
+    except (OSError, TimeoutError) as err:
+        _fail(f"--dask {dask_address}: cannot reach the cluster: {err}", EXIT_USAGE)
+        raise
+    except CdssError as err:
+        _fail(f"--dask: {err}", EXIT_EVAL)
+        raise
+
+
+class _BatchProgress:
+    """A progress bar on stderr, redrawn after each chunk.
+
+    It starts no refresh thread, so that worker processes can be forked.
+    """
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("cases"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=err_console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.task = self.bar.add_task("cases", total=None, rate="")
+
+    def __enter__(self) -> _BatchProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.bar.refresh()
+        self.bar.stop()
+
+    def update(self, summary: batch_engine.BatchSummary) -> None:
+        rate = summary.cases / summary.elapsed if summary.elapsed else 0.0
+        self.bar.update(
+            self.task,
+            completed=summary.cases,
+            total=max(summary.total, summary.cases),
+            rate=f"{rate:,.0f} cases/s",
+        )
+        self.bar.refresh()
+
+
+def render_batch(summary: batch_engine.BatchSummary, console: Console) -> None:
+    """Show a batch summary: cases, failures, diagnoses, recommendations."""
+    head = Table(title="Batch", show_header=False)
+    rate = summary.cases / summary.elapsed if summary.elapsed else 0.0
+    head.add_row("cases written", str(summary.cases))
+    for status in ("complete", "partial", "not_evaluable"):
+        head.add_row(f"  {status}", str(summary.statuses.get(status, 0)))
+    head.add_row("failures (error records)", str(summary.failures))
+    head.add_row("time", f"{summary.elapsed:.1f} s ({rate:,.0f} cases/s)")
+    console.print(head)
+    if summary.diagnoses:
+        dt = Table(title="Diagnoses")
+        dt.add_column("diagnosis")
+        dt.add_column("cases", justify="right")
+        for did, n in summary.diagnoses.most_common():
+            dt.add_row(did, str(n))
+        console.print(dt)
+    if summary.recommendations:
+        rt = Table(title="Recommendations")
+        rt.add_column("recommendation")
+        rt.add_column("recommended", justify="right")
+        rt.add_column("blocked", justify="right")
+        totals: Counter[str] = Counter()
+        for (rid, _status), n in summary.recommendations.items():
+            totals[rid] += n
+        for rid, _n in totals.most_common():
+            rt.add_row(
+                rid,
+                str(summary.recommendations.get((rid, "recommended"), 0)),
+                str(summary.recommendations.get((rid, "blocked"), 0)),
+            )
+        console.print(rt)
+    if summary.undetermined:
+        ut = Table(title="Cannot be determined")
+        ut.add_column("rule")
+        ut.add_column("cases", justify="right")
+        for rule_id, n in summary.undetermined.most_common():
+            ut.add_row(rule_id, str(n))
+        console.print(ut)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ class Recommendation(_Out):
     blocked_by: list[Block] = Field(default_factory=list)
     evidence: Evidence
     certainty_method: str = ""
+    disagreement: bool = Field(
+        False, description="The rules and the model score disagree strongly."
+    )
 
 
 class Score(_Out):

@@ -347,8 +347,12 @@ class _CaseReader:
         for name in node:
             path = f"facts.{name}"
             if name == "sex":
-                self.fail(_key_pos(node, name), path, "sex is a patient detail",
-                          "write it as `patient: {sex: female}`")
+                self.fail(
+                    _key_pos(node, name),
+                    path,
+                    "sex is a patient detail",
+                    "write it as `patient: {sex: female}`",
+                )
             if isinstance(name, str) and name in self.catalogue.texts:
                 out[name] = self.text_readings(node, name, path)
                 continue

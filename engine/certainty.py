@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-__all__ = ["combine", "update_with_score"]
+__all__ = ["combine", "combine_for_and_against", "disagrees", "update_with_score"]
 
 _EPS = 1e-6
 
@@ -28,6 +28,33 @@ def combine(certainties: Iterable[float]) -> float:
     for c in certainties:
         remaining *= 1.0 - min(max(c, 0.0), 1.0)
     return 1.0 - remaining
+
+
+def combine_for_and_against(
+    support: Iterable[float], against: Iterable[float]
+) -> float:
+    """Certainty for a conclusion with evidence on both sides.
+
+    Support and contradiction are each combined as in :func:`combine`, then
+    netted by the certainty-factor rule ``(s - a) / (1 - min(s, a))``. A net
+    below zero is reported as 0: the conclusion stands (its rule fired) but
+    the contradicting evidence outweighs it.
+    """
+    s, a = combine(support), combine(against)
+    if a == 0.0:
+        return s
+    if min(s, a) >= 1.0:
+        return 0.0
+    return max(0.0, (s - a) / (1.0 - min(s, a)))
+
+
+def disagrees(certainty: float, probability: float, prior: float) -> bool:
+    """Whether a model argues strongly against a rule's conclusion.
+
+    Strongly: the rule supports (certainty >= 0.5) while the model's odds are
+    a third of its prior odds or less (a likelihood ratio <= 1/3).
+    """
+    return certainty >= 0.5 and _logit(probability) - _logit(prior) <= -math.log(3.0)
 
 
 def _logit(p: float) -> float:

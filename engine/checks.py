@@ -551,4 +551,16 @@ def check_rule_files(
                             "unknown-recommendation",
                         )
                     )
+            if isinstance(action, rf.AgainstAction):
+                target = action.against.conclusion
+                if target not in produced:
+                    problems.append(
+                        _problem(
+                            site,
+                            site.at(site.raw["then"], i),
+                            f"argues against `{target}`, which no rule concludes",
+                            _suggest(target, sorted(produced)),
+                            "unknown-conclusion",
+                        )
+                    )
     return problems

@@ -32,7 +32,7 @@ from .assessment import (
     Undetermined,
 )
 from .caseview import CaseView
-from .certainty import combine, update_with_score
+from .certainty import combine_for_and_against, disagrees, update_with_score
 from .compiler import And, AtLeast, CompiledRule, Expr, Find, Leaf, Not, Or
 from .errors import EvaluationError, UnitError
 from .facts import Case
@@ -313,6 +313,8 @@ def _assemble(
         str, list[tuple[rf.RecommendationSpec, CompiledRule, Evidence]]
     ] = {}
     blocks: dict[str, list[Block]] = {}
+    against: dict[str, list[tuple[float, str, str]]] = {}
+    disagreements: list[str] = []
     for ri in reached:
         crule = kb.rules[ri]
         used = [
@@ -344,29 +346,48 @@ def _assemble(
                 blocks.setdefault(action.block.recommendation, []).append(
                     Block(rule_id=crule.rule.id, reason=action.block.reason)
                 )
+            elif isinstance(action, rf.AgainstAction):
+                against.setdefault(action.against.conclusion, []).append(
+                    (action.against.certainty, crule.rule.id, action.against.reason)
+                )
 
     diagnoses = []
     for did, support in diag_support.items():
         spec = support[0][0]
+        contra = [c for c, _, _ in against.get(did, [])]
         diagnoses.append(
             Diagnosis(
                 id=did,
                 display=spec.display,
                 code=spec.snomed,
-                certainty=round(combine(s.certainty for s, _, _ in support), 4),
+                certainty=round(
+                    combine_for_and_against(
+                        (s.certainty for s, _, _ in support), contra
+                    ),
+                    4,
+                ),
                 evidence=_merge([e for _, _, e in support]),
             )
         )
     recommendations = []
     for rid, rsupport in rec_support.items():
         rspec = rsupport[0][0]
-        certainty = combine(s.certainty for s, _, _ in rsupport)
+        contra_rules = against.get(rid, [])
+        certainty = combine_for_and_against(
+            (s.certainty for s, _, _ in rsupport), [c for c, _, _ in contra_rules]
+        )
         method = "rules combined: 1 - prod(1 - c)"
+        if contra_rules:
+            method += "; lowered by evidence against: " + "; ".join(
+                f"{rule} ({reason})" for _, rule, reason in contra_rules
+            )
+        disagreement = False
         if rspec.adjusted_by:
             score = scores.get(rspec.adjusted_by)
             model = kb.models.get(rspec.adjusted_by)
             if score is not None and score.value is not None and model is not None:
                 prior = model.card.held_out.prevalence_train
+                disagreement = disagrees(certainty, score.value, prior)
                 certainty = update_with_score(certainty, score.value, prior)
                 method += (
                     f"; updated by score {rspec.adjusted_by}={score.value:.3f} "
@@ -374,6 +395,12 @@ def _assemble(
                 )
             else:
                 method += f"; score {rspec.adjusted_by} not available, not updated"
+        if disagreement:
+            method += "; the rule and the model disagree strongly"
+            disagreements.append(
+                f"{rid}: the rules support it but model {rspec.adjusted_by} argues "
+                "strongly against it; review both"
+            )
         blocked = blocks.pop(rid, [])
         if rspec.drug is not None and view.allergic_to(rspec.drug):
             blocked.append(
@@ -389,6 +416,7 @@ def _assemble(
                 blocked_by=blocked,
                 evidence=_merge([e for _, _, e in rsupport]),
                 certainty_method=method,
+                disagreement=disagreement,
             )
         )
     for rid, blocked in blocks.items():
@@ -432,7 +460,7 @@ def _assemble(
     if not view.readings and not case.conditions and not case.medications:
         state = "not_evaluable"
         problems = [*problems, "the case holds no readings, conditions or medications"]
-    notes = [*case.notes, *view.notes]
+    notes = [*case.notes, *view.notes, *disagreements]
     for s in scores.values():
         if s.out_of_range:
             notes.append(

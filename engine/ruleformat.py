@@ -41,6 +41,8 @@ from pydantic import (
 
 __all__ = [
     "Action",
+    "AgainstAction",
+    "AgainstSpec",
     "AllOf",
     "AnyOf",
     "AtLeastOf",
@@ -318,7 +320,21 @@ class BlockAction(_Strict):
     block: BlockSpec
 
 
-ACTION_KEYS = ("finding", "diagnosis", "recommendation", "block")
+class AgainstSpec(_Strict):
+    """Evidence against a diagnosis or recommendation another rule concludes."""
+
+    conclusion: str = Field(pattern=_ID)
+    certainty: float = Field(gt=0.0, le=1.0)
+    reason: str
+
+
+class AgainstAction(_Strict):
+    """Lower the certainty of a conclusion (contradicting evidence)."""
+
+    against: AgainstSpec
+
+
+ACTION_KEYS = ("finding", "diagnosis", "recommendation", "block", "against")
 
 
 def _action_tag(value: Any) -> str | None:
@@ -333,13 +349,14 @@ Action = Annotated[
     Annotated[FindingAction, Tag("finding")]
     | Annotated[DiagnosisAction, Tag("diagnosis")]
     | Annotated[RecommendationAction, Tag("recommendation")]
-    | Annotated[BlockAction, Tag("block")],
+    | Annotated[BlockAction, Tag("block")]
+    | Annotated[AgainstAction, Tag("against")],
     Discriminator(
         _action_tag,
         custom_error_type="action",
         custom_error_message=(
             "a then item needs one of the keys: finding, diagnosis, "
-            "recommendation, block"
+            "recommendation, block, against"
         ),
     ),
 ]

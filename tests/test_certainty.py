@@ -47,3 +47,33 @@ def test_score_above_prior_raises_and_below_lowers(
         assert updated > c
     elif p < prior - 1e-9:
         assert updated < c
+
+
+@given(st.lists(inner, min_size=1, max_size=5), st.lists(inner, min_size=1, max_size=5))
+def test_contradicting_evidence_lowers_certainty(
+    support: list[float], against: list[float]
+) -> None:
+    from engine.certainty import combine_for_and_against
+
+    net = combine_for_and_against(support, against)
+    assert 0.0 <= net < combine(support)
+    again = combine_for_and_against(list(reversed(support)), list(reversed(against)))
+    assert abs(net - again) < 1e-12
+
+
+def test_against_netting_worked_example() -> None:
+    from engine.certainty import combine_for_and_against
+
+    # 0.8 for, 0.5 against: (0.8 - 0.5) / (1 - 0.5) = 0.6
+    assert abs(combine_for_and_against([0.8], [0.5]) - 0.6) < 1e-12
+    assert combine_for_and_against([0.5], [0.8]) == 0.0
+    assert combine_for_and_against([0.7], []) == 0.7
+
+
+def test_strong_disagreement_needs_a_likelihood_ratio_of_a_third_or_less() -> None:
+    from engine.certainty import disagrees
+
+    prior = 0.5
+    assert disagrees(0.8, 0.25, prior)  # odds 1/3 of prior odds
+    assert not disagrees(0.8, 0.26, prior)
+    assert not disagrees(0.4, 0.01, prior)  # the rule does not support it

@@ -1,0 +1,112 @@
+"""How and why-not explanations, for fixed cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from engine import KnowledgeBase, read_input
+from engine.explain import how, why_not
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+AS_OF = datetime(2024, 4, 2, 23, 59, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.load()
+
+
+def test_how_tree_of_diabetes_chains_to_the_two_tests(kb: KnowledgeBase) -> None:
+    result = kb.evaluate(read_input(EXAMPLE), as_of=AS_OF)
+    [tree] = how(result, "diabetes")
+    assert tree.kind == "diagnosis" and tree.value == pytest.approx(0.9975)
+    assert {r.rule_id for r in tree.rules} == {
+        "diabetes_two_tests",
+        "diabetes_repeated_test",
+    }
+    assert all(r.file.endswith("diabetes.yaml") and r.line > 0 for r in tree.rules)
+    assert all("Diabetes Care 2025" in r.source for r in tree.rules)
+    children = {c.id: c for c in tree.because}
+    assert set(children) == {"hba1c_diabetes_range", "fpg_diabetes_range"}
+    [fpg] = children["fpg_diabetes_range"].facts
+    assert (fpg.name, fpg.value, fpg.unit) == ("fasting_glucose", 131.0, "mg/dL")
+    assert fpg.time == datetime(2024, 4, 2, tzinfo=UTC)
+
+
+def test_how_tree_of_a_recommendation_shows_the_model_score(kb: KnowledgeBase) -> None:
+    result = kb.evaluate(read_input(EXAMPLE), as_of=AS_OF)
+    [tree] = how(result, "closer_diabetes_follow_up")
+    [score] = [c for c in tree.because if c.kind == "score"]
+    assert score.id == "diabetes_progression"
+    assert 0.7 <= score.value <= 1.0  # type: ignore[operator]
+    assert len(score.contributions) == 3
+    assert {f.name for f in score.facts} >= {"bmi", "mean_arterial_pressure"}
+
+
+def test_why_not_names_the_failed_threshold_and_the_actual_value(
+    kb: KnowledgeBase,
+) -> None:
+    case = read_input(EXAMPLE)
+    answer = why_not(kb, case, "metformin_may_initiate_or_continue", AS_OF)
+    assert not answer.reached
+    by_rule = {a.rule.rule_id: a for a in answer.attempts}
+    yearly = by_rule["metformin_may_continue_monitor_yearly"]
+    assert yearly.state == "false"
+    [obstacle] = yearly.obstacles
+    assert obstacle.actual == "egfr is 41 mL/min/{1.73_m2} (2024-04-02)"
+    assert obstacle.change == "would hold if egfr were at least 60 mL/min/{1.73_m2}"
+    assert yearly.smallest_change == obstacle.change
+
+
+def test_why_not_names_a_missing_fact(kb: KnowledgeBase) -> None:
+    case = read_input(EXAMPLE).model_copy(update={"readings": {}})
+    answer = why_not(kb, case, "stage_2_hypertension", AS_OF)
+    [attempt] = answer.attempts
+    assert attempt.state == "cannot be determined"
+    assert {o.state for o in attempt.obstacles} == {"cannot be determined"}
+    assert any("missing: systolic_bp" in o.actual for o in attempt.obstacles)
+    assert any(o.change == "record systolic_bp" for o in attempt.obstacles)
+
+
+def test_why_not_a_blocked_recommendation_gives_the_reason(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    text = EXAMPLE.read_text().replace(
+        "1.4 mg/dL @ 2024-04-02", "3.5 mg/dL @ 2024-04-02"
+    )
+    path = tmp_path / "blocked.yaml"
+    path.write_text(text)
+    case = read_input(path)
+    answer = why_not(
+        kb, case.model_copy(update={"medications": ()}), "start_metformin", AS_OF
+    )
+    assert answer.message.startswith("start_metformin is blocked: eGFR below 30")
+
+
+def test_cli_explain_json_and_unknown_conclusion() -> None:
+    runner = CliRunner()
+    out = runner.invoke(
+        main,
+        [
+            "explain",
+            str(EXAMPLE),
+            "hypertension",
+            "--as-of",
+            "last",
+            "--format",
+            "json",
+        ],
+    )
+    assert out.exit_code == 0
+    [tree] = json.loads(out.stdout)
+    assert tree["rules"][0]["rule_id"] == "bp_stage_2"
+    assert tree["facts"][0]["aggregate"] == "mean"
+    bad = runner.invoke(main, ["explain", str(EXAMPLE), "--why-not", "no_such_thing"])
+    assert bad.exit_code == 2
+    assert "no rule concludes `no_such_thing`" in bad.stderr
