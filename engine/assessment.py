@@ -51,6 +51,9 @@ class FactUsed(_Out):
     aggregate: str = Field("latest", description="latest, mean, min, max, count")
     readings: int = Field(1, description="How many readings the value stands for.")
     source: str = ""
+    age_days: int | None = Field(
+        None, description="How old the (latest) reading is at the evaluation time."
+    )
 
 
 class RuleRef(_Out):

@@ -699,6 +699,8 @@ def read_bundle(
             if isinstance(rid, str):
                 reader.media[f"Medication/{rid}"] = (index, resource)
 
+    for kind, bucket in buckets.items():
+        buckets[kind] = _current_versions(bucket, reader)
     patients = buckets["Patient"]
     if not patients:
         raise reader.fail(
@@ -775,6 +777,39 @@ def read_bundle(
 
 
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _version_key(resource: dict[str, Any]) -> tuple[int, str]:
+    meta = resource.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    version = str(meta.get("versionId", ""))
+    number = int(version) if version.isdigit() else -1
+    return number, str(meta.get("lastUpdated", ""))
+
+
+def _current_versions(
+    bucket: list[tuple[int, dict[str, Any]]], reader: _BundleReader
+) -> list[tuple[int, dict[str, Any]]]:
+    """Keep one version of each resource: the highest versionId, else the latest.
+
+    A history bundle can hold a resource's earlier versions (the original of an
+    amended result); only the current one counts.
+    """
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    order: list[str] = []
+    for index, resource in bucket:
+        rid = resource.get("id")
+        key = str(rid) if isinstance(rid, str) and rid else f"#{index}"
+        if key not in latest:
+            order.append(key)
+            latest[key] = (index, resource)
+            continue
+        kept = latest[key]
+        if _version_key(resource) >= _version_key(kept[1]):
+            latest[key] = (index, resource)
+        kind = resource.get("resourceType")
+        reader.notes.append(f"{kind}/{key}: an earlier version was left out")
+    return [latest[k] for k in order]
 
 
 def _reading_order(reading: Reading) -> tuple[bool, datetime]:

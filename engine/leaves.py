@@ -267,6 +267,7 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         aggregate=cond.value,
         readings=len(readings),
         source=", ".join(r.source for r in readings[-5:] if r.source),
+        age_days=(view.as_of - view.time_of(readings[-1])).days,
     )
     return LeafResult(ok, facts=[summary], detail=shown)
 
@@ -322,6 +323,7 @@ def _used(view: CaseView, name: str, r: Reading, aggregate: str) -> FactUsed:
         time=view.time_of(r),
         aggregate=aggregate,
         source=r.source,
+        age_days=(view.as_of - view.time_of(r)).days,
     )
 
 

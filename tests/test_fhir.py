@@ -194,6 +194,16 @@ def test_entered_in_error_and_cancelled_are_skipped_amended_kept() -> None:
     assert sorted(r.value for r in case.readings["hba1c"]) == [6.9, 7.1]
 
 
+def test_an_amended_results_earlier_version_never_counts() -> None:
+    original = observation("h1", "4548-4", 9.1, "%", status="final",
+                           meta={"versionId": "1"})
+    amended = observation("h1", "4548-4", 7.1, "%", status="amended",
+                          meta={"versionId": "2"})
+    case = read(amended, original)  # order in the bundle does not matter
+    assert [r.value for r in case.readings["hba1c"]] == [7.1]
+    assert "Observation/h1: an earlier version was left out" in case.notes
+
+
 def test_umol_creatinine_arrives_as_umol_per_l() -> None:
     obs = observation("c1", "2160-0", 124, None)
     obs["valueQuantity"]["unit"] = "µmol/L"
