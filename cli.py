@@ -25,6 +25,7 @@ from typing import Any, Literal
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -56,7 +57,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
@@ -190,10 +191,12 @@ def _facts_text(result_facts: list[Any]) -> str:
         unit = f" {f.unit}" if f.unit else ""
         agg = f" ({f.aggregate} of {f.readings})" if f.aggregate != "latest" else ""
         when = f" @ {f.time.date()}" if f.time else ""
+        if f.age_days is not None and f.age_days > 90:
+            when += f" ({f.age_days} days old)"
         parts.append(f"{f.name} {value}{unit}{agg}{when}")
     if len(result_facts) > 4:
         parts.append(f"+{len(result_facts) - 4} more")
-    return "; ".join(parts)
+    return escape("; ".join(parts))
 
 
 def render(result: Assessment, console: Console) -> None:
@@ -211,14 +214,14 @@ def render(result: Assessment, console: Console) -> None:
         head.append(f"\nmedications: {', '.join(p.medications)}")
     console.print(Panel(head, title="cdss assessment", expand=False))
     for problem in result.problems:
-        console.print(f"[yellow]partial:[/] {problem}", highlight=False)
+        console.print(f"[yellow]partial:[/] {escape(problem)}", highlight=False)
 
     table = Table(title="Diagnoses", show_lines=False, expand=True)
     for col in ("diagnosis", "SNOMED CT", "certainty", "rules", "evidence"):
         table.add_column(col)
     for d in result.diagnoses:
         table.add_row(
-            d.display,
+            escape(d.display),
             d.code,
             f"{d.certainty:.2f}",
             ", ".join(r.rule_id for r in d.evidence.rules),
@@ -243,10 +246,10 @@ def render(result: Assessment, console: Console) -> None:
                     f"{c.id} {'?' if c.points is None else f'{c.points:g}'}"
                     for c in f.components
                 )
-                ft.add_row(f"{f.display or f.id} {total}", "point score", items)
+                ft.add_row(escape(f"{f.display or f.id} {total}"), "point score", items)
                 continue
             ft.add_row(
-                f.display or f.id,
+                escape(f.display or f.id),
                 f.evidence.rules[0].rule_id,
                 _facts_text(f.evidence.facts),
             )
@@ -259,9 +262,11 @@ def render(result: Assessment, console: Console) -> None:
         status = (
             "[green]recommended[/]"
             if r.status == "recommended"
-            else ("[red]blocked[/]: " + "; ".join(b.reason for b in r.blocked_by))
+            else (
+                "[red]blocked[/]: " + escape("; ".join(b.reason for b in r.blocked_by))
+            )
         )
-        rt.add_row(r.id, r.text, r.strength, f"{r.certainty:.2f}", status)
+        rt.add_row(r.id, escape(r.text), r.strength, f"{r.certainty:.2f}", status)
     console.print(rt if result.recommendations else "[dim]No recommendations.[/]")
 
     for s in result.scores:
@@ -285,15 +290,24 @@ def render(result: Assessment, console: Console) -> None:
             )
 
     if result.undetermined:
+        # One row per ruleset keeps the table readable; JSON has every rule.
         ut = Table(title="Cannot be determined", expand=True)
-        ut.add_column("rule")
-        ut.add_column("missing")
-        ut.add_column("why")
+        ut.add_column("ruleset")
+        ut.add_column("rules")
+        ut.add_column("missing facts")
+        groups: dict[str, list[Any]] = {}
         for u in result.undetermined:
-            ut.add_row(u.rule_id, ", ".join(u.missing), u.reason)
+            groups.setdefault(u.ruleset, []).append(u)
+        for ruleset, items in groups.items():
+            missing = sorted({m for u in items for m in u.missing})
+            ut.add_row(
+                ruleset,
+                escape(", ".join(u.rule_id for u in items)),
+                escape(", ".join(missing) or "depends on undetermined findings"),
+            )
         console.print(ut)
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/]", highlight=False)
+        console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     console.print(Panel(NOTICE, style="bold yellow", expand=False))
 
 
@@ -481,7 +495,7 @@ def explain(
         if fmt == "json":
             sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
             return
-        console.print(f"[bold]{answer.message}[/]", highlight=False)
+        console.print(f"[bold]{escape(answer.message)}[/]", highlight=False)
         for attempt in answer.attempts:
             r = attempt.rule
             node = Tree(
@@ -490,9 +504,9 @@ def explain(
                 f"{attempt.state}[/]: {r.title}"
             )
             for o in attempt.obstacles:
-                leaf = node.add(f"{o.condition}: {o.state}; {o.actual}")
+                leaf = node.add(escape(f"{o.condition}: {o.state}; {o.actual}"))
                 if o.change:
-                    leaf.add(f"[cyan]{o.change}[/]")
+                    leaf.add(f"[cyan]{escape(o.change)}[/]")
             console.print(node)
         console.print(Panel(NOTICE, style="bold yellow", expand=False))
         return
@@ -522,18 +536,18 @@ def explain(
 
 def _tree(node: Any, parent: Tree | None = None) -> Tree:
     value = f" {node.value:.3f}" if isinstance(node.value, float) else ""
-    label = f"[bold]{node.kind}[/] {node.id}{value}: {node.label}"
+    label = f"[bold]{node.kind}[/] {node.id}{value}: {escape(node.label)}"
     branch = parent.add(label) if parent is not None else Tree(label)
     for r in node.rules:
-        rule = branch.add(f"rule {r.rule_id} ({r.file}:{r.line}) {r.title}")
-        rule.add(f"[dim]source: {r.source}[/]")
+        rule = branch.add(escape(f"rule {r.rule_id} ({r.file}:{r.line}) {r.title}"))
+        rule.add(f"[dim]source: {escape(r.source)}[/]")
     for f in node.facts:
         shown = f"{f.value:g}" if isinstance(f.value, float) else str(f.value)
         unit = f" {f.unit}" if f.unit else ""
         agg = f", {f.aggregate} of {f.readings}" if f.aggregate != "latest" else ""
         when = f" @ {f.time.date()}" if f.time else ""
-        src = f" [dim]{f.source}[/]" if f.source else ""
-        branch.add(f"fact {f.name} = {shown}{unit}{agg}{when}{src}")
+        src = f" [dim]{escape(f.source)}[/]" if f.source else ""
+        branch.add(f"fact {escape(f.name)} = {escape(shown + unit + agg + when)}{src}")
     for name, weight in node.contributions:
         branch.add(f"input {name} contributes {weight:+.2f}")
     for child in node.because:

@@ -1,31 +1,27 @@
 """Batch evaluation: many inputs, one NDJSON line per case, on several processes.
 
-Inputs (:func:`plan_inputs`) are FHIR bundles and case files (files, folders,
-glob patterns), NDJSON files with one bundle or case file per line, and FHIR
-bulk-export NDJSON (one resource type per file, grouped by patient in
-:mod:`engine.bulk`). Work goes out in chunks of :data:`CHUNK_SIZE` cases, and
-each model scores a chunk in one call (:func:`engine.evaluation.evaluate_cases`).
+:func:`run_batch` streams the items of a :class:`~engine.bulk.Plan` in chunks
+of :data:`CHUNK_SIZE` cases to a backend (this process, a process pool, or a
+Dask cluster in :mod:`engine.dask_batch`); each model scores a chunk in one
+call (:func:`engine.evaluation.evaluate_cases`). It guarantees:
 
-What :func:`run_batch` guarantees:
+- one line per input case, in input order: the assessment (the JSON of
+  ``cdss evaluate --format json``) or an error record naming the input
+  (``file``, ``line`` for NDJSON) and the ``reason``;
+- a bad record never stops the batch, and a worker process that dies is
+  replaced and its chunk retried input by input, so no input is lost;
+- bounded memory: at most two chunks per worker are in flight;
+- ``stop()`` is polled between chunks and only whole lines are written, so an
+  interrupted run leaves a valid, partial file.
 
-- one output line per input case, in input order: the assessment (the JSON of
-  ``cdss evaluate --format json``, on one line) or an error record naming the
-  input (``file``, ``line`` for NDJSON) and the ``reason``;
-- a bad record never stops the batch: errors are kept per case, and a worker
-  process that dies is replaced and its chunk retried input by input;
-- bounded memory: inputs are streamed, at most two chunks per worker are in
-  flight, and bulk exports are grouped through files on disk;
-- ``stop()`` is polled between chunks, and only whole lines are ever written,
-  so an interrupted run leaves a valid, partial output file.
-
-A chunk's cases are scored together, so a score can differ in its last bit from
-the one ``cdss evaluate`` gives the same case alone; chunks do not depend on the
-number of workers or the backend, so every run of the same inputs writes the
-same bytes.
+Chunks do not depend on the backend or the number of workers, so scores agree
+to the last bit between runs (one case scored alone, as ``cdss evaluate`` does,
+can differ in the last bit: a product over many rows rounds differently).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -45,11 +41,10 @@ from typing import IO, Final, Literal, Protocol
 import orjson
 
 from .assessment import Assessment
-from .bulk import Family, Plan, WorkItem, bundle_of, plan_inputs
+from .bulk import Family, Plan, WorkItem, plan_inputs
 from .errors import CdssError, EvaluationError, InputError, UnitError
 from .evaluation import evaluate_cases
 from .facts import Case
-from .inputs import read_input, read_input_data
 from .knowledge import KnowledgeBase
 
 __all__ = [
@@ -65,6 +60,7 @@ __all__ = [
     "WorkItem",
     "default_workers",
     "evaluate_chunk",
+    "one_by_one",
     "plan_inputs",
     "run_batch",
 ]
@@ -91,10 +87,12 @@ class KnowledgeBaseSpec:
     Attributes:
         rules: Rule files or folders; None for the bundled ``rules/``.
         models: The models folder; None for the bundled ``models/``.
+        approved_only: Refuse rules that are not approved (as ``--approved-only``).
     """
 
     rules: tuple[str, ...] | None = None
     models: str | None = None
+    approved_only: bool = False
 
     def load(self) -> KnowledgeBase:
         """Return this process's knowledge base for the spec, loading it once.
@@ -108,7 +106,8 @@ class KnowledgeBaseSpec:
             if kb is None:
                 rules = [Path(r) for r in self.rules] if self.rules else None
                 models = Path(self.models) if self.models else None
-                kb = _loaded[self] = KnowledgeBase.load(rules, models)
+                kb = KnowledgeBase.load(rules, models, approved_only=self.approved_only)
+                _loaded[self] = kb
             return kb
 
     def prepare(self) -> None:
@@ -215,30 +214,6 @@ def _failure(item: WorkItem, err: BaseException) -> Outcome:
 # --- the work of one chunk (runs in a worker) ----------------------------------
 
 
-def _decoded(item: WorkItem, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            item.label,
-            f"byte {err.start} of the line",
-            f"the line is not UTF-8 text (byte 0x{raw[err.start]:02x})",
-            "write NDJSON as UTF-8",
-        ) from None
-
-
-def _read(item: WorkItem, kb: KnowledgeBase) -> Case:
-    if item.kind == "path":
-        return read_input(Path(item.file), catalogue=kb.catalogue)
-    if item.kind == "text":
-        assert isinstance(item.payload, bytes)
-        text = _decoded(item, item.payload)
-        return read_input_data(text, source=item.label, catalogue=kb.catalogue)
-    assert isinstance(item.payload, tuple)
-    bundle = bundle_of(item.payload)
-    return read_input_data(bundle, source=item.label, catalogue=kb.catalogue)
-
-
 def _when(case: Case, as_of: AsOf) -> datetime:
     if as_of != "last":
         return as_of
@@ -277,7 +252,7 @@ def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcom
             outcomes[i] = Outcome.error(item, item.family, item.reason)
             continue
         try:
-            case = _read(item, kb)
+            case = item.read(kb.catalogue)
             if not settings.use_conditions:
                 case = case.without_conditions()
             ready.append((i, case, _when(case, settings.as_of)))
@@ -308,37 +283,45 @@ def _start_worker(spec: KnowledgeBaseSpec) -> None:
 
 
 class Pending(Protocol):
-    """A chunk's result to come (a concurrent or a Dask future)."""
+    """A chunk's outcomes to come: a concurrent or a Dask future."""
 
-    def result(self) -> list[Outcome]:
-        """Wait for the outcomes."""
-        ...
-
-    def done(self) -> bool:
-        """Whether the outcomes are ready."""
-        ...
-
-    def cancel(self) -> bool:
-        """Give up the chunk if it has not started."""
-        ...
+    def result(self) -> list[Outcome]: ...
+    def done(self) -> bool: ...
+    def cancel(self) -> bool: ...
 
 
 class Backend(Protocol):
-    """Where chunks run: this process, a process pool or a Dask cluster."""
+    """Where chunks run: ``submit`` starts one; ``recover`` gives the outcomes
+    of one whose run failed as a whole; ``close`` releases what it started."""
 
     slots: int
 
-    def submit(self, chunk: list[WorkItem]) -> Pending:
-        """Start a chunk."""
-        ...
+    def submit(self, chunk: list[WorkItem]) -> Pending: ...
+    def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]: ...
+    def close(self) -> None: ...
 
-    def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
-        """Outcomes for a chunk whose run failed as a whole."""
-        ...
 
-    def close(self) -> None:
-        """Release what the backend started."""
-        ...
+def one_by_one(
+    chunk: list[WorkItem], run: Callable[[list[WorkItem]], list[Outcome]], why: str
+) -> list[Outcome]:
+    """Run a failed chunk's inputs one at a time; one that fails again gets an
+    error record of family ``worker`` saying ``why``.
+
+    Args:
+        chunk: The inputs.
+        run: Runs a chunk and returns its outcomes, or raises.
+        why: What went wrong, for the error records.
+
+    Returns:
+        One outcome per input.
+    """
+    out: list[Outcome] = []
+    for item in chunk:
+        try:
+            out += run([item])
+        except Exception as err:  # this input's run failed: recorded, not lost
+            out.append(Outcome.error(item, "worker", f"{why} ({type(err).__name__})"))
+    return out
 
 
 class InProcess:
@@ -361,13 +344,8 @@ class InProcess:
 
     def recover(self, chunk: list[WorkItem], error: BaseException) -> list[Outcome]:
         """Run the chunk's inputs one by one; each failure becomes its record."""
-        out: list[Outcome] = []
-        for item in chunk:
-            try:
-                out += evaluate_chunk([item], self.settings)
-            except Exception as err:  # recorded as this input's error
-                out.append(_failure(item, err))
-        return out
+        run = functools.partial(evaluate_chunk, settings=self.settings)
+        return one_by_one(chunk, run, "the evaluation failed")
 
     def close(self) -> None:
         """Nothing to release."""
@@ -395,8 +373,9 @@ class ProcessPool:
     Args:
         settings: How to evaluate.
         workers: The number of processes.
-        start_method: ``fork``, ``forkserver`` or ``spawn``; by default fork
-            when this process runs a single thread, else forkserver.
+        start_method: ``fork``, ``forkserver`` or ``spawn``; by default, at
+            each (re)start, fork when this process runs a single thread, else
+            forkserver.
     """
 
     def __init__(
@@ -404,12 +383,13 @@ class ProcessPool:
     ) -> None:
         self.settings = settings
         self.slots = workers
-        self.start_method = start_method or _start_method()
+        self.start_method = start_method
         self._pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        context = get_context(self.start_method)
-        if self.start_method == "forkserver":
+        method = self.start_method or _start_method()
+        context = get_context(method)
+        if method == "forkserver":
             context.set_forkserver_preload(["engine.batch"])
         return ProcessPoolExecutor(
             self.slots,
@@ -423,7 +403,8 @@ class ProcessPool:
             return self._pool.submit(evaluate_chunk, chunk, self.settings)
         except BrokenProcessPool:
             log.warning("a worker process ended; starting a new pool")
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for the old pool's threads, so that the new one can fork.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = self._new()
             return self._pool.submit(evaluate_chunk, chunk, self.settings)
 
@@ -435,23 +416,19 @@ class ProcessPool:
         """Retry the chunk, then input by input; an input that kills a worker
         gets an error record."""
         log.warning(
-            "a chunk of %d inputs failed (%s); retrying it", len(chunk), type(error)
+            "a chunk of %d inputs failed (%s); retrying it",
+            len(chunk),
+            type(error).__name__,
         )
         try:
             return self._submit(chunk).result()
         except Exception:  # isolate the input that fails
             log.debug("the chunk failed again; inputs one by one", exc_info=True)
-        out: list[Outcome] = []
-        for item in chunk:
-            try:
-                out += self._submit([item]).result()
-            except Exception as err:  # the worker died on this input
-                reason = (
-                    "the worker process ended while evaluating this input "
-                    f"({type(err).__name__})"
-                )
-                out.append(Outcome.error(item, "worker", reason))
-        return out
+        return one_by_one(
+            chunk,
+            lambda items: self._submit(items).result(),
+            "the worker process ended while evaluating this input",
+        )
 
     def close(self) -> None:
         """Stop the worker processes (running chunks finish first)."""

@@ -32,8 +32,10 @@ from typing import IO, Any, Final, Literal
 
 import orjson
 
+from .catalogue import Catalogue
 from .errors import InputError
-from .inputs import MAX_BYTES
+from .facts import Case
+from .inputs import MAX_BYTES, read_input, read_input_data
 
 __all__ = [
     "Family",
@@ -97,6 +99,28 @@ class WorkItem:
     def label(self) -> str:
         """``file:line`` for NDJSON, else the file."""
         return self.file if self.line is None else f"{self.file}:{self.line}"
+
+    def read(self, catalogue: Catalogue) -> Case:
+        """Read the case (in the worker).
+
+        Raises:
+            InputError: If the input is not a readable bundle or case file.
+        """
+        if self.kind == "path":
+            return read_input(Path(self.file), catalogue=catalogue)
+        if isinstance(self.payload, tuple):
+            data: dict[str, Any] | str = bundle_of(self.payload)
+        else:
+            try:
+                data = self.payload.decode("utf-8-sig")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    self.label,
+                    f"byte {err.start} of the line",
+                    f"the line is not UTF-8 (byte 0x{self.payload[err.start]:02x})",
+                    "write NDJSON as UTF-8",
+                ) from None
+        return read_input_data(data, source=self.label, catalogue=catalogue)
 
 
 # --- planning -------------------------------------------------------------------

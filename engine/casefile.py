@@ -570,10 +570,13 @@ class _CaseReader:
         return [_local(concept, name, span, pos)]
 
     def drugs(self, name: str) -> list[str]:
+        # A named concept, and every class its ingredient belongs to (aspirin
+        # is also an antiplatelet), as a FHIR product's text would map.
         concept = _snake(name)
+        found = self.catalogue.medications_for("", name)
         if concept in self.catalogue.medications:
-            return [concept]
-        return self.catalogue.medications_for("", name)
+            return [concept, *(c for c in found if c != concept)]
+        return found
 
     def medication(
         self, name: str, span: Span, pos: Pos, path: str

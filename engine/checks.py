@@ -482,6 +482,19 @@ def check_rule_files(
     ruleset_ids: dict[str, LoadedFile] = {}
     points = {p.id for f in files for p in f.model.point_scores}
     problems += _check_point_scores(files, catalogue, models, points)
+    for site in sites:
+        for made in produced_by(site.rule):
+            if made in points:
+                problems.append(
+                    _problem(
+                        site,
+                        site.at(None),
+                        f"`{made}` is the id of a point score; a rule's conclusion "
+                        "needs an id of its own",
+                        f"e.g. `{made}_high`",
+                        "duplicate-id",
+                    )
+                )
     for f in files:
         rid = f.model.ruleset.id
         if rid in ruleset_ids:
@@ -528,6 +541,17 @@ def check_rule_files(
         problems += _check_when(site, catalogue, models, produced, points)
         for i, action in enumerate(site.rule.then):
             if isinstance(action, rf.RecommendationAction):
+                drug = action.recommendation.drug
+                if drug is not None and drug not in catalogue.medications:
+                    problems.append(
+                        _problem(
+                            site,
+                            site.at(site.raw["then"], i),
+                            f"`drug: {drug}` is not a medication of the catalogue",
+                            _suggest(drug, list(catalogue.medications)),
+                            "unknown-medication",
+                        )
+                    )
                 adj = action.recommendation.adjusted_by
                 if adj is not None and adj not in models:
                     problems.append(

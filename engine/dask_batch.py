@@ -157,7 +157,7 @@ def dask_client(address: str | None, workers: int) -> Iterator[Client]:
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):

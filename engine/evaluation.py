@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from . import ruleformat as rf
 from .assessment import (
@@ -158,6 +159,27 @@ def _dedupe(facts: list[FactUsed]) -> list[FactUsed]:
     return out
 
 
+_equal_leaves: WeakKeyDictionary[KnowledgeBase, list[int]] = WeakKeyDictionary()
+
+
+def _first_equal(kb: KnowledgeBase) -> list[int]:
+    """For each leaf, the first leaf with an equal condition (often itself).
+
+    Rules repeat conditions (the same blood-pressure mean in every band), and a
+    leaf's result depends only on its condition and the case: each distinct
+    one is evaluated once per case.
+    """
+    found = _equal_leaves.get(kb)
+    if found is None:
+        first: dict[tuple[str, str], int] = {}
+        found = [
+            first.setdefault((type(c).__name__, c.model_dump_json()), i)
+            for i, c in enumerate(kb.leaves)
+        ]
+        _equal_leaves[kb] = found
+    return found
+
+
 def _view(kb: KnowledgeBase, case: Case, as_of: datetime) -> CaseView:
     view = CaseView(case, as_of, kb.catalogue)
     view.run_calculations(kb.calculations)
@@ -219,13 +241,26 @@ def _run(
 ) -> Assessment:
     """Steps (3) to (6) for one case whose view and scores are ready."""
     problems: list[str] = []
-    points = evaluate_points(view, kb.point_scores, scores)
+    try:
+        points = evaluate_points(view, kb.point_scores, scores)
+    except UnitError as err:
+        problems.append(f"point scores could not be evaluated: {err}")
+        points = evaluate_points(view, [], scores)
+        kb_points = {p.id for p in kb.point_scores}
+        points.update(_unknown_points(kb, kb_points, str(err)))
     leaves: dict[int, LeafResult] = {}
-    for i, cond in enumerate(kb.leaves):
+    failed: dict[int, str] = {}
+    for i, first in enumerate(_first_equal(kb)):
+        if first != i:  # the same condition as an earlier leaf: the same result
+            leaves[i] = leaves[first]
+            if first in failed:
+                problems.append(failed[first])
+            continue
         try:
-            leaves[i] = evaluate_leaf(view, cond, scores, points)
+            leaves[i] = evaluate_leaf(view, kb.leaves[i], scores, points)
         except UnitError as err:
-            problems.append(f"a condition could not be evaluated: {err}")
+            failed[i] = f"a condition could not be evaluated: {err}"
+            problems.append(failed[i])
             leaves[i] = LeafResult(None, detail=[str(err)])
     facts = [
         {"t": "leaf", "k": i, "v": res.value}
@@ -502,6 +537,23 @@ def _assemble(
         notes=notes,
         knowledge_base=kb.info,
     )
+
+
+def _unknown_points(
+    kb: KnowledgeBase, ids: set[str], reason: str
+) -> dict[str, PointResult]:
+    """Point scores that failed to evaluate: every item unknown, none reported."""
+    from .points import ItemResult
+
+    out = {}
+    for ps in kb.point_scores:
+        if ps.id in ids:
+            items = [
+                ItemResult(i.id, i.title or i.id, None, -1e9, 1e9, detail=reason)
+                for i in ps.items
+            ]
+            out[ps.id] = PointResult(ps, items, reported=False)
+    return out
 
 
 def _point_findings(points: dict[str, PointResult]) -> list[Finding]:

@@ -761,6 +761,9 @@ def read_bundle(
         len(reader.conditions),
         len(reader.medications),
     )
+    race = _us_core_race(raw_patient)
+    if race is not None and "race" in reader.catalogue.texts:
+        readings["race"] = (Reading(value=race, source=f"{label} us-core-race"),)
     return Case(
         case_id=patient.id,
         source=source,
@@ -774,6 +777,26 @@ def read_bundle(
         last_recorded=reader.latest,
         notes=tuple(reader.notes),
     )
+
+
+_US_CORE_RACE: Final = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+# OMB race categories (urn:oid:2.16.840.1.113883.6.238) as the pooled cohort
+# equations group them; any other recorded category is "other".
+_OMB_RACE: Final = {"2106-3": "white", "2054-5": "african_american"}
+
+
+def _us_core_race(patient: dict[str, Any]) -> str | None:
+    """The race the US Core race extension records, or None when absent."""
+    for ext in patient.get("extension") or []:
+        if not isinstance(ext, dict) or ext.get("url") != _US_CORE_RACE:
+            continue
+        for part in ext.get("extension") or []:
+            if isinstance(part, dict) and part.get("url") == "ombCategory":
+                coding = part.get("valueCoding") or {}
+                code = coding.get("code") if isinstance(coding, dict) else None
+                if isinstance(code, str):
+                    return _OMB_RACE.get(code, "other")
+    return None
 
 
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)

@@ -100,9 +100,15 @@ def _order(rules: list[CompiledRule]) -> tuple[list[int], list[Problem]]:
     deps: dict[int, list[tuple[int, bool]]] = {}
     for i, r in enumerate(rules):
         edges = [
-            (p, False) for f in r.positive_findings() for p in producers.get(f, [])
+            (p, False)
+            for f in sorted(r.positive_findings())
+            for p in producers.get(f, [])
         ]
-        edges += [(p, True) for f in r.negated_findings() for p in producers.get(f, [])]
+        edges += [
+            (p, True)
+            for f in sorted(r.negated_findings())
+            for p in producers.get(f, [])
+        ]
         deps[i] = edges
     order: list[int] = []
     state: dict[int, int] = {}

@@ -156,6 +156,11 @@ def _text_comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
     return LeafResult(ok, facts=[_used(view, cond.fact, latest, "latest")])
 
 
+def _canonical_unit(view: CaseView, name: str) -> str:
+    fact = view.catalogue.quantities.get(name)
+    return fact.unit if fact is not None else ""
+
+
 def value_for_band(
     view: CaseView, item: rf.PointItem
 ) -> tuple[float | str, str, FactUsed] | None:
@@ -169,7 +174,7 @@ def value_for_band(
         r = readings[-1]
         return (
             r.value if not isinstance(r.value, bool) else str(r.value),
-            (r.unit or ""),
+            r.unit or _canonical_unit(view, item.fact),
             _used(view, item.fact, r, "latest"),
         )
     fact = view.catalogue.quantities[item.fact]

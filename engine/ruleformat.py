@@ -388,7 +388,9 @@ class Calculation(_Strict):
 
     id: str = Field(pattern=_ID)
     fact: str = Field(description="The catalogue fact the result feeds.")
-    formula: Literal["ckd_epi_2021_creatinine"]
+    formula: Literal[
+        "ckd_epi_2021_creatinine", "bmi_from_weight_height", "pooled_cohort_2013"
+    ]
     parameters: dict[str, Any] = Field(default_factory=dict)
     source: str
 

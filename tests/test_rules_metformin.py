@@ -58,7 +58,9 @@ PARAMETERS = {
 def kb() -> KnowledgeBase:
     loaded = KnowledgeBase.load()
     # The coefficients the creatinine search uses are those the engine uses.
-    (calculation,) = loaded.calculations
+    (calculation,) = [
+        c for c in loaded.calculations if c.formula == "ckd_epi_2021_creatinine"
+    ]
     assert calculation.parameters == PARAMETERS
     return loaded
 

@@ -30,6 +30,40 @@ ALBUMINURIA_UNKNOWN = {
     "albuminuria_a3",
     "ckd_by_albuminuria",
 }
+# No BMI, weight or height: every adult BMI category cannot be determined.
+BMI_UNKNOWN = {
+    "bmi_underweight",
+    "bmi_healthy_weight",
+    "bmi_overweight",
+    "bmi_obesity_class_1",
+    "bmi_obesity_class_2",
+    "bmi_obesity_class_3",
+}
+# Age 40-79 without lipids or race: no 10-year ASCVD risk, no risk band.
+PCE_UNKNOWN = {
+    "ascvd_risk_low",
+    "ascvd_risk_borderline",
+    "ascvd_risk_intermediate",
+    "ascvd_risk_high",
+}
+# Age 40-75 without LDL-C: the LDL-C >= 190 statin group, and so every later
+# group and its recommendation, cannot be determined.
+STATIN_UNKNOWN = {
+    "statin_group_ldl_190",
+    "statin_group_risk_high",
+    "statin_group_risk_intermediate",
+    "statin_group_risk_borderline",
+    "statin_group_risk_low",
+    "statin_high_intensity_start",
+    "statin_risk_discussion_start",
+    "statin_risk_enhancers_start",
+    "statin_lifestyle_not_taking",
+}
+STATIN_UNKNOWN_DIABETES = STATIN_UNKNOWN | {
+    "statin_group_diabetes_40_75",
+    "statin_moderate_at_least_start",
+}
+PREVENTION_UNKNOWN = BMI_UNKNOWN | PCE_UNKNOWN | STATIN_UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -69,8 +103,13 @@ PATIENTS = {
             "diabetes_confirmed",
             "gfr_category_g3b",
             "ckd",
+            "acei_arb_row_strongly_recommended",
         },
-        recommendations={"metformin_continue_with_caution": "recommended"},
+        recommendations={
+            "metformin_continue_with_caution": "recommended",
+            # Diabetes, stage 2 hypertension and eGFR 43 (below 60).
+            "acei_arb_strongly_recommended": "recommended",
+        },
         rules_fired={
             "bp_stage_2",
             "glycaemic_tests_available",
@@ -79,9 +118,14 @@ PATIENTS = {
             "gfr_g3b",
             "ckd_by_egfr",
             "metformin_continue_with_caution",
+            "acei_arb_strongly_recommended",
         },
         # No ACR; the progression model lacks BMI, lipids and random glucose.
-        undetermined=ALBUMINURIA_UNKNOWN | {"diabetes_progression_follow_up"},
+        undetermined=ALBUMINURIA_UNKNOWN
+        | {"diabetes_progression_follow_up"}
+        | BMI_UNKNOWN
+        | PCE_UNKNOWN
+        | STATIN_UNKNOWN_DIABETES,
         medications=["metformin"],
     ),
     # 58-year-old man: BP mean 131/85 (stage 1), A1C 6.0 % and FPG 105
@@ -119,7 +163,7 @@ PATIENTS = {
             "albuminuria_a2",
             "ckd_by_albuminuria",
         },
-        undetermined={"random_glucose_not_diagnostic"},
+        undetermined={"random_glucose_not_diagnostic"} | PREVENTION_UNKNOWN,
     ),
     # 45-year-old woman: BP mean 186/111 (crisis), one FPG of 130, a random
     # glucose of 250, eGFR about 22 twice 30 days apart (G4, CKD not yet
@@ -157,7 +201,7 @@ PATIENTS = {
             "random_glucose_not_diagnostic",
             "gfr_g4",
         },
-        undetermined=ALBUMINURIA_UNKNOWN | {"ckd_by_egfr"},
+        undetermined=ALBUMINURIA_UNKNOWN | {"ckd_by_egfr"} | PREVENTION_UNKNOWN,
     ),
     # 74-year-old man with diabetes on the problem list, on metformin, no
     # glycaemic test: BP 125/77 (elevated), eGFR about 28 then 25 over 140
@@ -179,6 +223,9 @@ PATIENTS = {
             "metformin_contraindicated": "recommended",
             # Blocked although not made: the patient already takes it.
             "start_metformin": "blocked",
+            # Listed diabetes and no A1C at all. Normotensive with eGFR
+            # below 60: no ACE inhibitor/ARB row applies.
+            "obtain_hba1c": "recommended",
         },
         rules_fired={
             "bp_elevated",
@@ -186,6 +233,7 @@ PATIENTS = {
             "albuminuria_a3",
             "ckd_by_egfr",
             "metformin_contraindicated",
+            "care_gap_hba1c",
         },
         undetermined={
             "glycaemic_tests_available",
@@ -193,7 +241,10 @@ PATIENTS = {
             "random_glucose_not_diagnostic",
             "diabetes_progression_follow_up",
             "ckd_by_albuminuria",
-        },
+        }
+        | BMI_UNKNOWN
+        | PCE_UNKNOWN
+        | STATIN_UNKNOWN_DIABETES,
         medications=["metformin"],
     ),
 }

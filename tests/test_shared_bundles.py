@@ -134,3 +134,36 @@ def test_agreement_with_recorded_conditions(
         print("\n" + "\n".join(lines))
     # The blind run must not see the problem list at all.
     assert all(r.patient.conditions == [] for r in blind)
+
+
+def test_criteria_coverage_on_the_shared_bundles(
+    kb: KnowledgeBase,
+    cases: list[Case],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Per ruleset: on how many bundles it was decided, and what was missing.
+
+    Decided: some rule of the ruleset fired, or none of them is undetermined.
+    """
+    from collections import Counter
+
+    results = [kb.evaluate(c, as_of=c.last_recorded) for c in cases]
+    rulesets = sorted(kb.info.rulesets)
+    ruleset_of = {r.rule.id: r.ruleset.id for r in kb.rules}
+    lines = ["ruleset | decided | undetermined | commonest missing facts"]
+    for rs in rulesets:
+        decided = 0
+        missing: Counter[str] = Counter()
+        for result in results:
+            fired = any(ruleset_of[r] == rs for r in result.rules_fired)
+            open_rules = [u for u in result.undetermined if u.ruleset == rs]
+            if fired or not open_rules:
+                decided += 1
+            else:
+                missing.update({m for u in open_rules for m in u.missing})
+        top = ", ".join(f"{m} ({n})" for m, n in missing.most_common(3)) or "-"
+        lines.append(f"{rs} | {decided} | {len(results) - decided} | {top}")
+        assert 0 <= decided <= len(results)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert all(r.status == "complete" for r in results)
