@@ -79,3 +79,12 @@ def test_rules_check_exit_codes(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("rules: [\n")
     code, out, _ = _run("rules", "check", str(tmp_path))
     assert code == 1 and "r.yaml:" in out
+
+
+def test_documented_output_schema_is_the_current_one() -> None:
+    documented = Path(__file__).resolve().parents[1] / "docs" / "assessment.schema.json"
+    code, out, _ = _run("schema")
+    assert code == 0
+    assert json.loads(out) == json.loads(documented.read_text()), (
+        "regenerate with `cdss schema > docs/assessment.schema.json`"
+    )
