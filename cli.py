@@ -172,7 +172,7 @@ def evaluate(
     except InputError as err:
         _fail(str(err), EXIT_INPUT)
         return
-    when = _as_of(as_of, case.last_recorded)
+    when = _as_of(as_of, case.last_time())
     try:
         result = kb.evaluate(case, as_of=when, use_conditions=not without_conditions)
     except CdssError as err:
@@ -214,7 +214,7 @@ def render(result: Assessment, console: Console) -> None:
         head.append(f"\nmedications: {', '.join(p.medications)}")
     console.print(Panel(head, title="cdss assessment", expand=False))
     for problem in result.problems:
-        console.print(f"[yellow]partial:[/] {escape(problem)}", highlight=False)
+        console.print(f"[yellow]{result.status}:[/] {escape(problem)}", highlight=False)
 
     table = Table(title="Diagnoses", show_lines=False, expand=True)
     for col in ("diagnosis", "SNOMED CT", "certainty", "rules", "evidence"):
@@ -479,7 +479,7 @@ def explain(
     except InputError as err:
         _fail(str(err), EXIT_INPUT)
         return
-    when = _as_of(as_of, case.last_recorded) or datetime.now(UTC)
+    when = _as_of(as_of, case.last_time()) or datetime.now(UTC)
     result = kb.evaluate(case, as_of=when)
     console = Console()
     if why is not None:

@@ -97,12 +97,22 @@ def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1e3
 
 
+STEPS: list[tuple[str, float, float, float]] = []
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
-    start = time.perf_counter()
+    """Time a step; keep the 1-minute load average at its start and end.
+
+    The machine may be shared: a load above the cores' share of this run
+    means other processes took CPU time from the measurement.
+    """
+    start, load = time.perf_counter(), os.getloadavg()[0]
     print(f"  {name} ...", file=sys.stderr, flush=True)
     yield
-    print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    took = time.perf_counter() - start
+    STEPS.append((name, took, load, os.getloadavg()[0]))
+    print(f"  {name}: {took:.1f} s", file=sys.stderr)
 
 
 # --- what each case asserts ----------------------------------------------------------
@@ -267,6 +277,20 @@ def stages(kb: KnowledgeBase, cases: list[Case], rec: Recording, repeat: int) ->
     return out
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes), /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and its finished children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def batch_rate(paths: list[Path], copies: int, workers: int) -> Row:
     plan = Plan([("case", [p]) for p in paths] * copies)
     settings = Settings(KnowledgeBaseSpec(), "last")
@@ -276,9 +300,11 @@ def batch_rate(paths: list[Path], copies: int, workers: int) -> Row:
         marks.append((time.perf_counter(), summary.cases))
 
     with open(os.devnull, "w") as out:
+        busy, cpu = machine_busy(), own_cpu()
         start = time.perf_counter()
         summary = run_batch(plan, out, settings, workers=workers, progress=progress)
         wall = time.perf_counter() - start
+        cpu, busy = own_cpu() - cpu, machine_busy() - busy
     (t0, c0), (t1, c1) = marks[0], marks[-1]
     return {
         "cases": summary.cases,
@@ -286,6 +312,8 @@ def batch_rate(paths: list[Path], copies: int, workers: int) -> Row:
         "wall": wall,
         "rate": summary.cases / wall,
         "steady": (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan"),
+        "cpu": cpu,
+        "others": max(0.0, busy - cpu),
     }
 
 
@@ -424,13 +452,19 @@ def main() -> None:
     print("|---|---|")
     for name, ms in parts.items():
         print(f"| {name} | {ms:.3f} |")
-    print(f"| whole of (b), chunked | {1000 / b['chunked']['rate']:.3f} |")
-    print("\n| (e) batch of bundles | cases | wall s | cases/s | steady cases/s |")
-    print("|---|---|---|---|---|")
+    whole = 1000 / b["chunked"]["rate"]
+    known = sum(ms for name, ms in parts.items() if not name.startswith("raw"))
+    print(f"| leaves, point scores, assessment (the rest) | {whole - known:.3f} |")
+    print(f"| whole of (b), chunked | {whole:.3f} |")
+    print(
+        "\n| (e) batch of bundles | cases | wall s | cases/s | steady cases/s "
+        "| CPU s (ours) | CPU s (other processes) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, row in (("1 worker", e1), ("2 workers", e2)):
         print(
             f"| {name} | {row['cases']} | {row['wall']:.2f} | {row['rate']:,.0f} | "
-            f"{row['steady']:,.0f} |"
+            f"{row['steady']:,.0f} | {row['cpu']:.1f} | {row['others']:.1f} |"
         )
     print(
         f"\n2 workers / 1 worker: {e2['rate'] / e1['rate']:.2f}x wall, "
@@ -447,6 +481,10 @@ def main() -> None:
         f"{peak_before_batch:.0f} MB); largest worker process "
         f"{peak_mb(resource.RUSAGE_CHILDREN):.0f} MB"
     )
+    print("\n| step | seconds | load average at start | at end |")
+    print("|---|---|---|---|")
+    for name, took, load0, load1 in STEPS:
+        print(f"| {name} | {took:.1f} | {load0:.2f} | {load1:.2f} |")
 
 
 if __name__ == "__main__":

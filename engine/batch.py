@@ -217,14 +217,15 @@ def _failure(item: WorkItem, err: BaseException) -> Outcome:
 def _when(case: Case, as_of: AsOf) -> datetime:
     if as_of != "last":
         return as_of
-    if case.last_recorded is None:
+    last = case.last_time()
+    if last is None:
         raise InputError(
             case.source,
             "",
             "--as-of last: the record has no dated entries",
             "give an evaluation date with --as-of",
         )
-    return case.last_recorded
+    return last
 
 
 def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcome]:

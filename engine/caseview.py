@@ -134,9 +134,18 @@ class CaseView:
     def has_condition(self, name: str, since: timedelta | None = None) -> bool:
         """Whether the problem list holds the condition at ``as_of``."""
         return any(
-            c.concept == name and self._entry_active(c, since)
+            self._is_a(c.concept, name) and self._entry_active(c, since)
             for c in self.case.conditions
         )
+
+    def _is_a(self, concept: str | None, name: str) -> bool:
+        """A concept is itself and what it implies (type 2 diabetes is diabetes)."""
+        if concept is None:
+            return False
+        if concept == name:
+            return True
+        known = self.catalogue.conditions.get(concept)
+        return known is not None and name in known.implies
 
     def condition_entries(self, name: str) -> list[CodedEntry]:
         """The problem-list entries of a condition concept."""

@@ -76,6 +76,7 @@ class CodedConcept:
     meaning: str
     codes: frozenset[str] = field(default_factory=frozenset)
     ingredients: tuple[str, ...] = ()
+    implies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             kind="condition",
             meaning=str(spec.get("meaning", "")),
             codes=frozenset(_as_tuple(spec.get("snomed"))),
+            implies=_as_tuple(spec.get("implies")),
         )
         for name, spec in (data.get("conditions") or {}).items()
     }

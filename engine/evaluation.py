@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
@@ -240,6 +240,8 @@ def _run(
     scores: dict[str, Score],
 ) -> Assessment:
     """Steps (3) to (6) for one case whose view and scores are ready."""
+    if case.deceased is not None and view.as_of >= _aware(case.deceased):
+        return _after_death(kb, case, view)
     problems: list[str] = []
     try:
         points = evaluate_points(view, kb.point_scores, scores)
@@ -535,6 +537,30 @@ def _assemble(
         undetermined=undetermined,
         rules_fired=[kb.rules[ri].rule.id for ri in reached],
         notes=notes,
+        knowledge_base=kb.info,
+    )
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _after_death(kb: KnowledgeBase, case: Case, view: CaseView) -> Assessment:
+    """A patient who died before the evaluation time gets no conclusions."""
+    assert case.deceased is not None
+    when = _aware(case.deceased)
+    return Assessment(
+        case_id=case.case_id,
+        source=case.source,
+        as_of=view.as_of,
+        status="not_evaluable",
+        problems=[
+            f"the record says the patient died on {when.date()}; nothing is "
+            "evaluated after death (evaluate as of an earlier time, e.g. "
+            "`--as-of last`)"
+        ],
+        patient=PatientSummary(age=view.age_at(when), sex=case.sex, readings=0),
+        notes=list(case.notes),
         knowledge_base=kb.info,
     )
 

@@ -8,7 +8,7 @@ number of results.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,6 +98,16 @@ class Case(BaseModel):
     allergies: tuple[CodedEntry, ...] = ()
     last_recorded: datetime | None = None
     notes: tuple[str, ...] = ()
+
+    def last_time(self) -> datetime | None:
+        """The time ``--as-of last`` means: the last entry, while alive.
+
+        For a patient who died inside the record, a second before the death.
+        """
+        last = self.last_recorded
+        if self.deceased is not None and (last is None or last >= self.deceased):
+            return self.deceased - timedelta(seconds=1)
+        return last
 
     def without_conditions(self) -> Case:
         """Return a copy with the recorded conditions left out.

@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Final, TypeVar
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
 from .catalogue import Catalogue, QuantityFact, default_catalogue
@@ -57,6 +64,8 @@ _READ_TYPES: Final = (
 )
 
 # --- the parts of R4 that are read -------------------------------------------
+# Lists default through default_factory: a `= []` default is deep-copied for
+# every element read, a measurable share of reading a bundle.
 # One model per resource type read, with just the elements used (extra ignored).
 # Names and addresses are deliberately absent from Patient.
 
@@ -77,7 +86,7 @@ class Coding(_Element):
 
 
 class CodeableConcept(_Element):
-    coding: list[Coding] = []
+    coding: list[Coding] = Field(default_factory=list)
     text: str | None = None
 
 
@@ -112,7 +121,7 @@ class Observation(_Element):
     effective_instant: str | None = None
     issued: str | None = None
     value_quantity: Quantity | None = None
-    component: list[Component] = []
+    component: list[Component] = Field(default_factory=list)
 
 
 class Patient(_Element):
@@ -148,7 +157,7 @@ class MedicationUse(_Element):
     effective_date_time: str | None = None
     effective_period: Period | None = None
     date_asserted: str | None = None
-    contained: list[dict[str, Any]] = []
+    contained: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class AllergyIntolerance(_Element):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import ruleformat as rf
 from .analysis import analyse
@@ -440,7 +440,7 @@ class KnowledgeBase:
         self,
         case: Case | dict[str, Any] | str | Path,
         *,
-        as_of: datetime | None = None,
+        as_of: datetime | Literal["last"] | None = None,
         use_conditions: bool = True,
     ) -> Assessment:
         """Evaluate one case.
@@ -448,8 +448,9 @@ class KnowledgeBase:
         Args:
             case: A :class:`Case`, a FHIR Bundle as a dict, or a path to a FHIR
                 bundle or case file.
-            as_of: The evaluation time; default now. Readings after it are
-                ignored, so a case evaluates the same way on any day.
+            as_of: The evaluation time; default now; ``"last"`` for the
+                record's last entry (see :meth:`Case.last_time`). Readings after
+                it are ignored, so a case evaluates the same way on any day.
             use_conditions: False leaves the record's problem list out (to
                 compare the engine's conclusions with it).
 
@@ -472,5 +473,25 @@ class KnowledgeBase:
             )
         if not use_conditions:
             case = case.without_conditions()
-        when = as_of or datetime.now(UTC)
+        if as_of == "last":
+            last = case.last_time()
+            if last is None:
+                raise InputError(
+                    case.source or case.case_id,
+                    "as_of",
+                    "`last`: the record has no dated entries",
+                    "give the evaluation time as a datetime",
+                )
+            when = last
+        elif as_of is None:
+            when = datetime.now(UTC)
+        elif isinstance(as_of, datetime):
+            when = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+        else:
+            raise InputError(
+                case.source or case.case_id,
+                "as_of",
+                f"cannot use {as_of!r} as the evaluation time",
+                'pass a datetime, "last" or None (now)',
+            )
         return evaluate_case(self, case, when)

@@ -241,6 +241,11 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         )
 
     if _days(view, readings) < cond.min_readings:
+        if cond.if_missing is not None:  # too few readings is as good as none
+            return LeafResult(
+                cond.if_missing,
+                detail=[f"fewer than {cond.min_readings} {cond.fact} readings{window}"],
+            )
         return LeafResult(
             None,
             missing=[cond.fact],

@@ -109,9 +109,10 @@ class FactComparison(_Strict):
     )
     if_missing: bool | None = Field(
         None,
-        description="What the comparison is when the fact has no reading: by "
-        "default it cannot be determined; `false` or `true` decide it (e.g. a "
-        "test that was not done counts as not abnormal).",
+        description="What the comparison is when the fact has no reading (or "
+        "fewer than `min_readings`): by default it cannot be determined; "
+        "`false` or `true` decide it (e.g. a test that was not done counts as "
+        "not abnormal).",
     )
 
 

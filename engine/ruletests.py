@@ -174,7 +174,7 @@ def _run_one(
     except InputError as err:
         out.failures.append(f"`given` is not a valid case: {err}")
         return out
-    result = kb.evaluate(case, as_of=_as_of(test, case.last_recorded))
+    result = kb.evaluate(case, as_of=_as_of(test, case.last_time()))
     got = _outcome(result)
     out.fired = result.rules_fired
     if result.problems:

@@ -124,23 +124,6 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def canonical(document: Any) -> Any:
-    """The document with every list sorted: equal means equal but for order.
-
-    XXX: engine/knowledge.py ``_order`` walks sets of findings, so the order of
-    rules (and of ``rules_fired``, ``undetermined``, ``findings``) depends on
-    each process's string hash seed; a worker that loads its own knowledge
-    base may list them in another order. Pinned by
-    tests/test_dask.py::test_dask_lines_are_byte_identical_to_serial.
-    """
-    if isinstance(document, dict):
-        return {k: canonical(v) for k, v in document.items()}
-    if isinstance(document, list):
-        items = [canonical(v) for v in document]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
-    return document
-
-
 def run(*args: str) -> tuple[int, str, str]:
     """Run cdss; stderr comes back with rich's line wrapping undone."""
     result = CliRunner().invoke(main, list(args))
@@ -239,7 +222,7 @@ def test_a_line_equals_the_json_of_cdss_evaluate(tmp_path: Path) -> None:
         "evaluate", str(path), "--format", "json", "--as-of", "2024-06-01"
     )
     assert code == 0
-    assert [canonical(d) for d in lines(out)] == [canonical(json.loads(single))]
+    assert lines(out) == [json.loads(single)]
 
 
 def test_output_to_stdout_and_as_of_last_without_dates(tmp_path: Path) -> None:
@@ -396,7 +379,7 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
         ],
     }
     alone = json.loads(kb.evaluate(one, as_of=AS_OF).model_dump_json())
-    assert canonical({**docs[2], "source": "<bundle>"}) == canonical(alone)
+    assert {**docs[2], "source": "<bundle>"} == alone
     assert alone["patient"]["medications"] == ["metformin"]
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
 
@@ -424,7 +407,7 @@ def many_cases(folder: Path, n: int) -> Path:
     return folder
 
 
-def test_any_worker_count_writes_the_same_lines(
+def test_any_worker_count_writes_the_same_bytes(
     tmp_path: Path, settings: Settings
 ) -> None:
     folder = many_cases(tmp_path / "in", 2 * CHUNK_SIZE + 3)
@@ -435,8 +418,7 @@ def test_any_worker_count_writes_the_same_lines(
         summary = run_batch(plan_inputs([folder]), out, settings, workers=workers)
         assert (summary.cases, summary.failures) == (2 * CHUNK_SIZE + 6, 3)
         outputs.append(out.getvalue())
-    docs = [[canonical(json.loads(x)) for x in o.splitlines()] for o in outputs]
-    assert docs[0] == docs[1] == docs[2]
+    assert outputs[0] == outputs[1] == outputs[2]
     assert summary.diagnoses == {"hypertension": 2 * CHUNK_SIZE + 3}
 
 

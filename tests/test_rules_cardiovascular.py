@@ -766,7 +766,9 @@ def test_has_bled_3_is_high_and_prompts_a_review_only(kb: KnowledgeBase) -> None
     review = recommendation(result, "review_modifiable_bleeding_risk_factors")
     assert (review.status, review.strength) == ("recommended", "moderate")
     assert [r.rule_id for r in review.evidence.rules] == ["has_bled_high_risk"]
-    # CHA2DS2-VASc 1 for this man of 66: anticoagulation stays reasonable.
+    # CHA2DS2-VASc 1 for this man of 66: one SBP of 161 is not hypertension
+    # (Lip 2010 needs two occasions); anticoagulation stays reasonable.
+    assert score(result, "cha2ds2_vasc").value == 1.0
     statuses = af_recommendations(result)
     assert statuses["anticoagulation_reasonable"] == "recommended"
     assert statuses["doac_preferred"] == "recommended"

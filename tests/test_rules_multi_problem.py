@@ -235,10 +235,10 @@ PATIENTS = {
             "metformin_contraindicated",
             "care_gap_hba1c",
         },
+        # Listed diabetes: the diagnostic glycaemic rules (normal, random
+        # glucose) do not apply, so only "any test available" is open.
         undetermined={
             "glycaemic_tests_available",
-            "glycaemia_normal",
-            "random_glucose_not_diagnostic",
             "diabetes_progression_follow_up",
             "ckd_by_albuminuria",
         }

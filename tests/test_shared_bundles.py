@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def cases() -> list[Case]:
 
 @pytest.fixture(scope="module")
 def blind(kb: KnowledgeBase, cases: list[Case]) -> list[Assessment]:
-    return [kb.evaluate(c, as_of=c.last_recorded, use_conditions=False) for c in cases]
+    return [kb.evaluate(c, as_of=c.last_time(), use_conditions=False) for c in cases]
 
 
 def test_every_bundle_evaluates_in_json_and_rich(
@@ -44,7 +45,7 @@ def test_every_bundle_evaluates_in_json_and_rich(
 ) -> None:
     assert len(cases) == 100
     for case in cases:
-        result = kb.evaluate(case, as_of=case.last_recorded)
+        result = kb.evaluate(case, as_of=case.last_time())
         assert result.status == "complete", (case.source, result.problems)
         doc = json.loads(result.model_dump_json())
         assert doc["notice"].startswith("Decision support only")
@@ -147,7 +148,7 @@ def test_criteria_coverage_on_the_shared_bundles(
     """
     from collections import Counter
 
-    results = [kb.evaluate(c, as_of=c.last_recorded) for c in cases]
+    results = [kb.evaluate(c, as_of=c.last_time()) for c in cases]
     rulesets = sorted(kb.info.rulesets)
     ruleset_of = {r.rule.id: r.ruleset.id for r in kb.rules}
     lines = ["ruleset | decided | undetermined | commonest missing facts"]
@@ -167,3 +168,18 @@ def test_criteria_coverage_on_the_shared_bundles(
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert all(r.status == "complete" for r in results)
+
+
+def test_a_patient_who_died_gets_no_conclusions_after_death(
+    kb: KnowledgeBase, cases: list[Case]
+) -> None:
+    dead = [c for c in cases if c.deceased is not None]
+    assert len(dead) == 18  # SOURCE.md: 18 patients died inside their record
+    for case in dead:
+        after = kb.evaluate(case, as_of=datetime(2026, 1, 1, tzinfo=UTC))
+        assert after.status == "not_evaluable"
+        assert after.recommendations == [] and after.diagnoses == []
+        assert f"died on {case.deceased.date()}" in after.problems[0]  # type: ignore[union-attr]
+        before = kb.evaluate(case, as_of="last")
+        assert before.status == "complete"
+        assert before.as_of < case.deceased  # type: ignore[operator]
