@@ -99,6 +99,7 @@ def _load(
 
 
 @click.group()
+@click.version_option(package_name="cdss-engine", prog_name="cdss")
 @click.option(
     "-v", "--verbose", count=True, help="-v for progress, -vv for rule firing."
 )
@@ -348,6 +349,12 @@ def rules_check(
         problems = err.problems
     except ModelError as err:
         _fail(str(err), EXIT_MODEL)
+    if not any(p.severity == "error" for p in problems):
+        from engine.ruletests import check_rule_tests, rule_test_paths
+
+        tests = rule_test_paths(targets)
+        shown |= {str(t.resolve()) for t in tests}
+        problems += check_rule_tests(kb, tests)[1]
     problems = [p for p in problems if str(Path(p.path).resolve()) in shown]
     if fmt == "json":
         sys.stdout.write(json.dumps([asdict(p) for p in problems], indent=2) + "\n")
@@ -378,6 +385,9 @@ def rules_test(
 ) -> None:
     """Run rule tests (*.test.yaml); show expected versus got for each failure.
 
+    The knowledge base is the folder of the test files (or --rules); with no
+    PATH, the bundled rules/ and their tests.
+
     Exit code 0 all passed, 1 failures, 2 unusable arguments, 4 rules refused.
     """
     from engine.ruletests import run_rule_tests
@@ -385,6 +395,13 @@ def rules_test(
     missing = [p for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}", EXIT_USAGE)
+    if rules_dir is None and paths:
+        # The rules under test are the ones beside the test files.
+        folders = sorted({p if p.is_dir() else p.parent for p in paths})
+        if all(rule_file_paths([f]) for f in folders):
+            rules_dir = folders[0] if len(folders) == 1 else None
+            if len(folders) > 1:
+                _fail("test files in several folders: give --rules", EXIT_USAGE)
     kb = _load(rules_dir, models)
     results, problems = run_rule_tests(
         kb, list(paths) or [rules_dir or default_rules_dir()]

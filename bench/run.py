@@ -16,7 +16,7 @@ It measures, on the shared Synthea bundles (../shared/data/fhir):
     asserts (recorded from a real evaluation), and nothing else;
 (d) plain Python: the engine's three-valued pass alone over the same rules,
     with the same leaf values;
-(e) batch throughput (``run_batch``) with 1 and 2 worker processes;
+(e) batch throughput (``run_batch``) with 1 and 2 worker processes, best of 3;
 (f) resident memory after 1k, 10k and 100k evaluations.
 
 It is not part of the test suite. Figures go to stdout as Markdown.
@@ -417,8 +417,13 @@ def main() -> None:
         )
     peak_before_batch = peak_mb()
     with step("(e) batch, 1 and 2 workers"):
-        e1 = batch_rate(paths, args.batch_copies, 1)
-        e2 = batch_rate(paths, args.batch_copies, 2)
+        # Best of three (the shortest wall time) for each: on a shared machine
+        # another process can take a core for seconds at a time.
+        tries = 1 if args.quick else 3
+        e1 = min((batch_rate(paths, args.batch_copies, 1) for _ in range(tries)),
+                 key=lambda r: r["wall"])  # fmt: skip
+        e2 = min((batch_rate(paths, args.batch_copies, 2) for _ in range(tries)),
+                 key=lambda r: r["wall"])  # fmt: skip
     with step("(f) memory"):
         f = memory(kb, cases, args.memory_cases)
 

@@ -354,16 +354,21 @@ def _assemble(
     disagreements: list[str] = []
     for ri in reached:
         crule = kb.rules[ri]
+        # The evidence is the alternative of the rule that held, not every
+        # branch it has: "diabetes: False" must not back a diabetes conclusion.
+        held = _held_conjunct(crule, leaves, found)
         used = [
             f
-            for i in crule.leaf_indices
-            if leaves[i].value is not None
-            for f in leaves[i].facts
+            for kind, key, _want in sorted(held, key=str)
+            if kind == "L"
+            for f in leaves[int(key)].facts
         ]
         ev = Evidence(
             rules=[_ref(crule)],
             facts=_dedupe(used),
-            findings=sorted(f for f in crule.positive_findings() if found.get(f)),
+            findings=sorted(
+                str(key) for kind, key, want in held if kind == "F" and want
+            ),
             scores=sorted({f.name[6:] for f in used if f.name.startswith("score:")}),
         )
         for action in crule.rule.then:
@@ -539,6 +544,26 @@ def _assemble(
         notes=notes,
         knowledge_base=kb.info,
     )
+
+
+def _held_conjunct(
+    crule: CompiledRule,
+    leaves: dict[int, LeafResult],
+    found: dict[str, bool | None],
+) -> frozenset[tuple[str, str | int, bool]]:
+    """The first alternative (DNF conjunct) of a reached rule whose parts all hold."""
+    for conj in crule.conjuncts:
+        ok = True
+        for kind, key, want in conj:
+            if kind == "L":
+                ok = leaves[int(key)].value is want
+            else:
+                ok = (found.get(str(key)) is True) == want
+            if not ok:
+                break
+        if ok:
+            return conj
+    return frozenset()
 
 
 def _aware(t: datetime) -> datetime:

@@ -156,7 +156,16 @@ def _describe(cond: rf.Condition) -> str:
         if cond.equals is not None:
             parts.append(f"= {cond.equals}")
         agg = f"{cond.value} " if cond.value != "latest" else ""
-        return f"{agg}{cond.fact} {' and '.join(parts) or 'recorded'}".strip()
+        text = f"{agg}{cond.fact} {' and '.join(parts) or 'recorded'}".strip()
+        if cond.readings > 1:
+            text += f", on {cond.readings} results on separate days"
+        if cond.min_readings > 1:
+            text += f", of at least {cond.min_readings} readings on separate days"
+        if cond.lasting_more_than:
+            text += f", lasting more than {cond.lasting_more_than}"
+        if cond.within:
+            text += f", within {cond.within}"
+        return text
     if isinstance(cond, rf.FindingTest):
         return f"finding {cond.finding}"
     if isinstance(cond, rf.ScoreTest):
@@ -288,7 +297,15 @@ class _Examiner:
 
 def _change(cond: rf.Condition, res: LeafResult) -> str:
     if res.value is None:
-        return "record " + ", ".join(res.missing) if res.missing else ""
+        if not res.missing:
+            return ""
+        why = f" ({'; '.join(res.detail)})" if res.detail else ""
+        return "record " + ", ".join(res.missing) + why
+    if isinstance(cond, rf.FactComparison) and cond.readings > 1 and res.detail:
+        return (
+            f"would hold with {cond.readings} {cond.fact} results on separate days "
+            f"meeting the cut point ({res.detail[0]})"
+        )
     if isinstance(cond, rf.FactComparison):
         words = [
             f"{_WORDS[op]} {t.value:g} {t.unit}".strip()
@@ -370,5 +387,7 @@ def why_not(
         message = f"{target} is blocked: {reasons}"
     else:
         best = [a.smallest_change for a in attempts if a.smallest_change]
-        message = f"{target} was not reached" + (f"; it {best[0]}" if best else "")
+        message = f"{target} was not reached" + (
+            f"; the smallest change: {best[0]}" if best else ""
+        )
     return WhyNot(id=target, reached=reached, attempts=attempts, message=message)

@@ -107,6 +107,20 @@ def read_input_data(
         InputError: If the input is neither a FHIR Bundle nor a case file, a
             FHIR resource of another type, or invalid as either.
     """
+    try:
+        return _read_data(data, source, catalogue)
+    except RecursionError:
+        raise InputError(
+            source,
+            "",
+            "the document is nested too deeply to read",
+            "a patient record nests a few levels deep; check the export",
+        ) from None
+
+
+def _read_data(
+    data: dict[str, Any] | str, source: str, catalogue: Catalogue | None
+) -> Case:
     if isinstance(data, dict):
         return _route(data, source, catalogue, text=None)
     if not isinstance(data, str):

@@ -21,6 +21,7 @@ recommendations and undetermined rules that must appear or must not::
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -37,6 +38,7 @@ from .loader import locate
 __all__ = [
     "RuleTestFile",
     "RuleTestResult",
+    "check_rule_tests",
     "read_rule_tests",
     "run_rule_tests",
     "rule_test_paths",
@@ -190,21 +192,78 @@ def _run_one(
     return out
 
 
+def check_rule_tests(
+    kb: KnowledgeBase, paths: list[Path]
+) -> tuple[list[tuple[Path, RuleTestFile, Any]], list[Problem]]:
+    """Read rule test files and check them against a knowledge base.
+
+    Returns:
+        The readable files (path, model, raw tree) and every problem: schema
+        errors, a ruleset not in the knowledge base, an expected id that no
+        rule concludes (with the nearest one).
+    """
+    usable: list[tuple[Path, RuleTestFile, Any]] = []
+    problems: list[Problem] = []
+    known = (
+        {p for r in kb.rules for p in r.produces}
+        | {r.rule.id for r in kb.rules}
+        | {p.id for p in kb.point_scores}
+    )
+    for path in rule_test_paths(paths):
+        model, raw, found = read_rule_tests(path)
+        problems += found
+        if model is None:
+            continue
+        if model.ruleset is not None and model.ruleset not in kb.info.rulesets:
+            problems.append(
+                Problem(
+                    str(path),
+                    1,
+                    1,
+                    f"ruleset `{model.ruleset}` is not in the knowledge base being "
+                    f"tested ({', '.join(sorted(kb.info.rulesets))})",
+                    hint="give the folder of its rule file with --rules",
+                    code="unknown-ruleset",
+                )
+            )
+            continue
+        before = len(problems)
+        for i, test in enumerate(model.tests):
+            node = cast(Any, raw)["tests"][i]
+            line = node.lc.line + 1 if hasattr(node, "lc") else 0
+            for side in ("expect", "absent"):
+                for kind, ids in getattr(test, side).model_dump().items():
+                    for ident in ids:
+                        if ident in known:
+                            continue
+                        near = difflib.get_close_matches(ident, sorted(known), 1)
+                        problems.append(
+                            Problem(
+                                str(path),
+                                line,
+                                1,
+                                f"test {test.name!r}: {side} {kind} names "
+                                f"`{ident}`, which no rule concludes",
+                                hint=f"did you mean `{near[0]}`?" if near else "",
+                                code="unknown-id",
+                            )
+                        )
+        if len(problems) == before:
+            usable.append((path, model, raw))
+    return usable, problems
+
+
 def run_rule_tests(
     kb: KnowledgeBase, paths: list[Path]
 ) -> tuple[list[RuleTestResult], list[Problem]]:
     """Run every scenario of the given test files against a knowledge base.
 
     Returns:
-        The results, and the problems of test files that could not be read.
+        The results, and the problems of test files that could not be used.
     """
     results: list[RuleTestResult] = []
-    problems: list[Problem] = []
-    for path in rule_test_paths(paths):
-        model, raw, found = read_rule_tests(path)
-        problems += found
-        if model is None:
-            continue
+    usable, problems = check_rule_tests(kb, paths)
+    for path, model, raw in usable:
         for i, test in enumerate(model.tests):
             node = cast(Any, raw)["tests"][i]
             line = node.lc.line + 1 if hasattr(node, "lc") else 0

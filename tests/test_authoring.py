@@ -230,3 +230,31 @@ def test_rule_test_paths_find_only_test_files(tmp_path: Path) -> None:
     shutil.copy(RULES / "kidney.test.yaml", tmp_path / "k.test.yaml")
     shutil.copy(RULES / "kidney.yaml", tmp_path / "kidney.yaml")
     assert rule_test_paths([tmp_path]) == [tmp_path / "k.test.yaml"]
+
+
+def test_rules_test_on_a_copied_folder_tests_the_copy(tmp_path: Path) -> None:
+    # An author edits a copy; its tests must run against the copy, not rules/.
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    shutil.copy(RULES / "bmi.test.yaml", tmp_path / "bmi.test.yaml")
+    text = (tmp_path / "bmi.yaml").read_text().replace("25 kg/m2", "25.5 kg/m2")
+    (tmp_path / "bmi.yaml").write_text(text)
+    result = CliRunner().invoke(
+        main, ["rules", "test", str(tmp_path / "bmi.test.yaml")]
+    )
+    assert result.exit_code == 1
+    assert " 1 failed" in result.stdout or " failed" in result.stdout.splitlines()[-1]
+
+
+def test_rules_check_finds_a_misspelt_id_in_a_rule_test(tmp_path: Path) -> None:
+    shutil.copy(RULES / "blood_pressure.yaml", tmp_path / "blood_pressure.yaml")
+    test = (RULES / "blood_pressure.test.yaml").read_text()
+    bad = test.replace(
+        "findings: [stage_2_hypertension]", "findings: [stage_2_hypertenion]", 1
+    )
+    (tmp_path / "blood_pressure.test.yaml").write_text(bad)
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert (
+        "names `stage_2_hypertenion`, which no rule concludes; did you mean "
+        "`stage_2_hypertension`?" in result.stdout
+    )

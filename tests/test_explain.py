@@ -71,7 +71,10 @@ def test_why_not_names_a_missing_fact(kb: KnowledgeBase) -> None:
     assert attempt.state == "cannot be determined"
     assert {o.state for o in attempt.obstacles} == {"cannot be determined"}
     assert any("missing: systolic_bp" in o.actual for o in attempt.obstacles)
-    assert any(o.change == "record systolic_bp" for o in attempt.obstacles)
+    assert any(
+        o.change == "record systolic_bp (no systolic_bp within 12 months)"
+        for o in attempt.obstacles
+    )
 
 
 def test_why_not_a_blocked_recommendation_gives_the_reason(
@@ -110,3 +113,30 @@ def test_cli_explain_json_and_unknown_conclusion() -> None:
     bad = runner.invoke(main, ["explain", str(EXAMPLE), "--why-not", "no_such_thing"])
     assert bad.exit_code == 2
     assert "no rule concludes `no_such_thing`" in bad.stderr
+
+
+def test_why_not_says_a_second_result_is_what_is_missing(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    path = tmp_path / "one_a1c.yaml"
+    path.write_text(
+        "patient: {age: 58, sex: male}\nfacts:\n  hba1c: 48 mmol/mol @ 2024-04-01\n"
+    )
+    answer = why_not(kb, read_input(path), "diabetes", AS_OF)
+    repeated = {a.rule.rule_id: a for a in answer.attempts}["diabetes_repeated_test"]
+    texts = [o.condition + " / " + o.change for o in repeated.obstacles]
+    assert any(
+        "on 2 results on separate days" in t
+        and "1 of 2 hba1c results on separate days meet the cut point" in t
+        for t in texts
+    ), texts
+
+
+def test_evidence_shows_the_branch_that_held(kb: KnowledgeBase) -> None:
+    result = kb.evaluate(read_input(EXAMPLE), as_of=AS_OF)
+    # start/continue metformin rules test `any: [finding diabetes_confirmed,
+    # condition diabetes, taking metformin]`: only what held is evidence.
+    [rec] = [
+        r for r in result.recommendations if r.id == "metformin_continue_with_caution"
+    ]
+    assert all(f.value is not False for f in rec.evidence.facts), rec.evidence.facts
