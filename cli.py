@@ -668,7 +668,10 @@ def batch(
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        err_console.print("[yellow]stopping after the cases in progress[/]")
+        err_console.print(
+            "[yellow]stopping after the cases in progress "
+            "(Ctrl-C again quits at once; the last line may then be cut)[/]"
+        )
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -684,6 +687,9 @@ def batch(
                 kb.info.content_hash,
                 stop.is_set,
             )
+    except OSError as err:
+        _fail(f"--out {out_path}: cannot write: {err.strerror or err}", EXIT_USAGE)
+        return
     finally:
         signal.signal(signal.SIGINT, previous)
         if out is not sys.stdout:

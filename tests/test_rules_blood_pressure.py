@@ -273,5 +273,7 @@ def test_systolic_alone_above_180_is_a_crisis(kb: KnowledgeBase) -> None:
     result = evaluate(kb, case(bp(190, None)))
     assert bp_findings(result) == {"stage_2_hypertension", "hypertensive_crisis"}
     assert recommendation_statuses(result) == {
-        "assess_target_organ_damage_urgently": "recommended"
+        "assess_target_organ_damage_urgently": "recommended",
+        # The latest reading is in the crisis range too: repeat it now.
+        "repeat_bp_now_crisis_range": "recommended",
     }

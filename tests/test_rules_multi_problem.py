@@ -181,6 +181,7 @@ PATIENTS = {
         findings={
             "stage_2_hypertension",
             "hypertensive_crisis",
+            "bp_reading_in_crisis_range",
             "glycaemic_tests_available",
             "fpg_diabetes_range",
             "diabetes_range_unconfirmed",
@@ -189,12 +190,14 @@ PATIENTS = {
         },
         recommendations={
             "assess_target_organ_damage_urgently": "recommended",
+            "repeat_bp_now_crisis_range": "recommended",
             "repeat_fpg_to_confirm": "recommended",
             "order_diagnostic_glucose_test": "recommended",
         },
         rules_fired={
             "bp_stage_2",
             "bp_crisis",
+            "bp_single_reading_crisis_range",
             "glycaemic_tests_available",
             "fpg_diabetes_range",
             "diabetes_unconfirmed_fpg",
