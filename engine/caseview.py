@@ -10,6 +10,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from .catalogue import Catalogue
 from .errors import UnitError
@@ -28,6 +29,7 @@ _DURATION = re.compile(
 _DAYS = {"d": 1.0, "w": 7.0, "mo": 30.4375, "y": 365.25}
 
 
+@lru_cache(maxsize=1024)
 def parse_duration(text: str) -> timedelta:
     """Parse ``12 months``, ``90 days``, ``2 years`` into a timedelta.
 

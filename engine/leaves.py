@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from statistics import fmean
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,7 @@ class LeafResult:
     detail: list[str] = field(default_factory=list)
 
 
+@lru_cache(maxsize=4096)
 def parse_threshold(raw: str | float) -> Threshold:
     """Parse ``140 mmHg`` into a Threshold (the unit normalised to UCUM).
 
@@ -81,7 +83,7 @@ def parse_threshold(raw: str | float) -> Threshold:
 
 
 def thresholds_of(raw: rf.Threshold | None) -> list[Threshold]:
-    """All cut points given for one operator."""
+    """All cut points given for one operator (parsed once, then cached)."""
     if raw is None:
         return []
     items = raw if isinstance(raw, list) else [raw]
