@@ -1,8 +1,9 @@
 """The cdss benchmark: one command, every figure of docs/benchmark.md.
 
-    .venv/bin/python bench/run.py                       # the full run (~5-8 min)
+    .venv/bin/python bench/run.py                       # the full run (~10 min)
     .venv/bin/python bench/run.py --memory-cases 10000  # a shorter memory test
-    .venv/bin/python bench/run.py --quick               # a smoke run (~1 min)
+    .venv/bin/python bench/run.py --parts e             # (e) alone
+    .venv/bin/python bench/run.py --quick               # a smoke run (~20 s)
 
 It measures, on the shared Synthea bundles (../shared/data/fhir):
 
@@ -375,15 +376,81 @@ def line(name: str, row: Row, unit: str = "cases/s") -> str:
     )
 
 
+def report_speed(
+    a: dict[str, Row],
+    b: dict[str, Row],
+    c: Row,
+    d: Row,
+    parts: dict[str, float],
+    ruled: int,
+    total: int,
+) -> None:
+    print("| measurement | throughput | p50 ms | p99 ms | calls |")
+    print("|---|---|---|---|---|")
+    print(line("(a) full pipeline, `kb.evaluate` per bundle", a["library"]))
+    print(line("(a) full pipeline, batch chunks of 16 (latency per chunk)", a["batch"]))
+    print(line("(b) prepared facts, one case at a time", b["single"]))
+    print(line("(b) prepared facts, chunks of 16 (latency per chunk)", b["chunked"]))
+    print(line("(c) raw durable-rules, same ruleset and facts", c))
+    print(line("(d) plain Python three-valued pass", d))
+    if ruled < total:
+        print(
+            f"\n(c) and (d) run over the {ruled} cases that reach the rules; "
+            f"{total - ruled} are concluded without them (the patient died "
+            "before the evaluation time)."
+        )
+    ratio = (1000 / b["chunked"]["rate"]) / (1000 / c["rate"])
+    print(f"\n(b) chunked / (c): {ratio:.1f}x\n")
+    print("| stage of (b), ms per case | ms |")
+    print("|---|---|")
+    for name, ms in parts.items():
+        print(f"| {name} | {ms:.3f} |")
+    whole = 1000 / b["chunked"]["rate"]
+    known = sum(ms for name, ms in parts.items() if not name.startswith("raw"))
+    print(f"| leaves, point scores, assessment (the rest) | {whole - known:.3f} |")
+    print(f"| whole of (b), chunked | {whole:.3f} |\n")
+
+
+def report_batch(e1: Row, e2: Row) -> None:
+    print(
+        "| (e) batch of bundles | cases | wall s | cases/s | steady cases/s "
+        "| CPU s (ours) | CPU s (other processes) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, row in (("1 worker", e1), ("2 workers", e2)):
+        print(
+            f"| {name} | {row['cases']} | {row['wall']:.2f} | {row['rate']:,.0f} | "
+            f"{row['steady']:,.0f} | {row['cpu']:.1f} | {row['others']:.1f} |"
+        )
+    print(
+        f"\n2 workers / 1 worker: {e2['rate'] / e1['rate']:.2f}x wall, "
+        f"{e2['steady'] / e1['steady']:.2f}x steady\n"
+    )
+
+
+def report_memory(f: list[tuple[int, float]]) -> None:
+    print("| (f) evaluations | RSS MB |")
+    print("|---|---|")
+    for n, mb in f:
+        print(f"| {n:,} | {mb:.1f} |")
+    growth = (f[-1][1] - f[0][1]) / f[0][1] * 100
+    print(f"\nGrowth from {f[0][0]:,} to {f[-1][0]:,}: {growth:+.1f} %\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="passes over the data")
     parser.add_argument("--batch-copies", type=int, default=5)
     parser.add_argument("--memory-cases", type=int, default=100_000)
+    parser.add_argument(
+        "--parts", default="abcdef", help="which of (a)-(f) to run, e.g. `e`"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.batch_copies, args.memory_cases = 1, 1, 1_000
+    run = set(args.parts)
+    speed = bool(run & set("abcd"))
 
     paths = sorted(SHARED.glob("*.json"))
     if not paths:
@@ -398,36 +465,42 @@ def main() -> None:
     gc.freeze()  # as the batch workers do (engine.batch.KnowledgeBaseSpec.prepare)
     with step("recording what each case asserts"):
         rec = Recording(kb, cases)
+    ruled = [i for i in range(len(cases)) if rec.leaves[i]]
     # Warm up: the unit parser, validators and caches fill on first use.
     pipeline(kb, paths[:20], 1)
 
-    with step("(a) full pipeline"):
-        a = pipeline(kb, paths, args.repeat)
-    with step("(b) prepared facts"):
-        b = prepared(kb, cases, args.repeat)
-        parts = stages(kb, cases, rec, args.repeat)
-    ruled = [i for i in range(len(cases)) if rec.leaves[i]]
-    with step("(c) raw durable-rules"):
-        c = timed(
-            [(lambda i=i: raw_durable(kb, rec.batches[i], 10_000 + i)) for i in ruled],
-            args.repeat * 3,
-        )
-    with step("(d) plain Python"):
-        d = timed(
-            [(lambda i=i: three_valued(kb, rec.leaves[i])) for i in ruled],
-            args.repeat * 3,
-        )
+    if speed:
+        with step("(a) full pipeline"):
+            a = pipeline(kb, paths, args.repeat)
+        with step("(b) prepared facts"):
+            b = prepared(kb, cases, args.repeat)
+            parts = stages(kb, cases, rec, args.repeat)
+        with step("(c) raw durable-rules"):
+            c = timed(
+                [
+                    (lambda i=i: raw_durable(kb, rec.batches[i], 10**5 + i))
+                    for i in ruled
+                ],
+                args.repeat * 3,
+            )
+        with step("(d) plain Python"):
+            d = timed(
+                [(lambda i=i: three_valued(kb, rec.leaves[i])) for i in ruled],
+                args.repeat * 3,
+            )
     peak_before_batch = peak_mb()
-    with step("(e) batch, 1 and 2 workers"):
-        # Best of three (the shortest wall time) for each: on a shared machine
-        # another process can take a core for seconds at a time.
-        tries = 1 if args.quick else 3
-        e1 = min((batch_rate(paths, args.batch_copies, 1) for _ in range(tries)),
-                 key=lambda r: r["wall"])  # fmt: skip
-        e2 = min((batch_rate(paths, args.batch_copies, 2) for _ in range(tries)),
-                 key=lambda r: r["wall"])  # fmt: skip
-    with step("(f) memory"):
-        f = memory(kb, cases, args.memory_cases)
+    if "e" in run:
+        with step("(e) batch, 1 and 2 workers"):
+            # Best of three (the shortest wall time) for each: on a shared
+            # machine another process can take a core for seconds at a time.
+            tries = 1 if args.quick else 3
+            e1 = min((batch_rate(paths, args.batch_copies, 1) for _ in range(tries)),
+                     key=lambda r: r["wall"])  # fmt: skip
+            e2 = min((batch_rate(paths, args.batch_copies, 2) for _ in range(tries)),
+                     key=lambda r: r["wall"])  # fmt: skip
+    if "f" in run:
+        with step("(f) memory"):
+            f = memory(kb, cases, args.memory_cases)
 
     facts = statistics.mean(sum(len(x) for x in rec.batches[i]) for i in ruled)
     print(f"# cdss benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
@@ -445,50 +518,12 @@ def main() -> None:
         f"load average {load_at_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end\n"
     )
-    print("| measurement | throughput | p50 ms | p99 ms | calls |")
-    print("|---|---|---|---|---|")
-    print(line("(a) full pipeline, `kb.evaluate` per bundle", a["library"]))
-    print(line("(a) full pipeline, batch chunks of 16 (latency per chunk)", a["batch"]))
-    print(line("(b) prepared facts, one case at a time", b["single"]))
-    print(line("(b) prepared facts, chunks of 16 (latency per chunk)", b["chunked"]))
-    print(line("(c) raw durable-rules, same ruleset and facts", c))
-    print(line("(d) plain Python three-valued pass", d))
-    if len(ruled) < len(cases):
-        print(
-            f"\n(c) and (d) run over the {len(ruled)} cases that reach the rules; "
-            f"{len(cases) - len(ruled)} are concluded without them (the patient "
-            "died before the evaluation time)."
-        )
-    ratio = (1000 / b["chunked"]["rate"]) / (1000 / c["rate"])
-    print(f"\n(b) chunked / (c): {ratio:.1f}x\n")
-    print("| stage of (b), ms per case | ms |")
-    print("|---|---|")
-    for name, ms in parts.items():
-        print(f"| {name} | {ms:.3f} |")
-    whole = 1000 / b["chunked"]["rate"]
-    known = sum(ms for name, ms in parts.items() if not name.startswith("raw"))
-    print(f"| leaves, point scores, assessment (the rest) | {whole - known:.3f} |")
-    print(f"| whole of (b), chunked | {whole:.3f} |")
-    print(
-        "\n| (e) batch of bundles | cases | wall s | cases/s | steady cases/s "
-        "| CPU s (ours) | CPU s (other processes) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, row in (("1 worker", e1), ("2 workers", e2)):
-        print(
-            f"| {name} | {row['cases']} | {row['wall']:.2f} | {row['rate']:,.0f} | "
-            f"{row['steady']:,.0f} | {row['cpu']:.1f} | {row['others']:.1f} |"
-        )
-    print(
-        f"\n2 workers / 1 worker: {e2['rate'] / e1['rate']:.2f}x wall, "
-        f"{e2['steady'] / e1['steady']:.2f}x steady\n"
-    )
-    print("| (f) evaluations | RSS MB |")
-    print("|---|---|")
-    for n, mb in f:
-        print(f"| {n:,} | {mb:.1f} |")
-    growth = (f[-1][1] - f[0][1]) / f[0][1] * 100
-    print(f"\nGrowth from {f[0][0]:,} to {f[-1][0]:,}: {growth:+.1f} %  ")
+    if speed:
+        report_speed(a, b, c, d, parts, len(ruled), len(cases))
+    if "e" in run:
+        report_batch(e1, e2)
+    if "f" in run:
+        report_memory(f)
     print(
         f"Peak RSS: this process {peak_mb():.0f} MB (before the batch runs "
         f"{peak_before_batch:.0f} MB); largest worker process "

@@ -71,6 +71,12 @@ def rule_file_paths(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+# Analysis converts thresholds and walks known facts: it needs those checks clean.
+_UNSAFE_TO_ANALYSE = frozenset(
+    {"unknown-fact", "unit-unknown", "unit-dimension", "threshold", "not-a-number"}
+)
+
+
 def _shown(path: Path) -> Path:
     """A path as messages show it: relative to the working folder when inside it."""
     try:
@@ -415,9 +421,15 @@ class KnowledgeBase:
             problems += found
             if loaded is not None:
                 files.append(loaded)
-        if not problems:
-            problems += check_rule_files(files, catalogue, set(loaded_models))
-        if not any(p.severity == "error" for p in problems):
+        # Every file that parsed is checked, even when another did not: all
+        # problems of all files in one run. A finding asserted only in a file
+        # that did not parse would look never asserted, so that check waits.
+        unreadable = bool(problems)
+        checked = check_rule_files(files, catalogue, set(loaded_models))
+        if unreadable:
+            checked = [p for p in checked if p.code != "finding-never-asserted"]
+        problems += checked
+        if not any(p.code in _UNSAFE_TO_ANALYSE for p in checked):
             problems += analyse(files, catalogue)
         problems += _governance(files, approved_only, today or date.today())
         if any(p.severity == "error" for p in problems):

@@ -107,7 +107,7 @@ def test_finding_tested_but_never_asserted(tmp_path: Path) -> None:
     body = """  - id: r1
     title: t
     when: {finding: stage_9_hypertension}
-    then: [{finding: f1}]
+    then: [{finding: f1, display: F1}]
 """
     [msg] = _load(tmp_path, body)
     assert "finding `stage_9_hypertension` is tested but no rule asserts it" in msg
