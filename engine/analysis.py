@@ -61,7 +61,10 @@ class Interval:
 
 
 def _cut(value: rf.Threshold | None, fact: QuantityFact) -> float | None:
-    cuts = thresholds_of(value)
+    try:
+        cuts = thresholds_of(value)
+    except ValueError:  # reported by the checks already
+        return None
     if not cuts:
         return None
     cuts = [c if c.unit else type(c)(c.value, fact.unit) for c in cuts]

@@ -71,12 +71,6 @@ def rule_file_paths(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-# Analysis converts thresholds and walks known facts: it needs those checks clean.
-_UNSAFE_TO_ANALYSE = frozenset(
-    {"unknown-fact", "unit-unknown", "unit-dimension", "threshold", "not-a-number"}
-)
-
-
 def _shown(path: Path) -> Path:
     """A path as messages show it: relative to the working folder when inside it."""
     try:
@@ -429,8 +423,7 @@ class KnowledgeBase:
         if unreadable:
             checked = [p for p in checked if p.code != "finding-never-asserted"]
         problems += checked
-        if not any(p.code in _UNSAFE_TO_ANALYSE for p in checked):
-            problems += analyse(files, catalogue)
+        problems += analyse(files, catalogue)
         problems += _governance(files, approved_only, today or date.today())
         if any(p.severity == "error" for p in problems):
             raise RuleFileError(problems)
