@@ -159,7 +159,8 @@ def _loads(text: str) -> Any:
     """
     # XXX: orjson reads an integer beyond 64 bits as a float where the stdlib
     # keeps an int; FHIR integers are 32-bit, and decimals are floats either
-    # way, so no valid bundle reads differently.
+    # way, so no valid bundle reads differently. Pinned by tests/test_batch.py
+    # test_json_that_orjson_refuses_reads_as_with_the_stdlib.
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

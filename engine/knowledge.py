@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -500,3 +500,25 @@ class KnowledgeBase:
                 'pass a datetime, "last" or None (now)',
             )
         return evaluate_case(self, case, when)
+
+    def evaluate_many(
+        self,
+        cases: Sequence[Case],
+        *,
+        as_of: datetime | None = None,
+        use_conditions: bool = True,
+    ) -> list[Assessment]:
+        """Evaluate several prepared cases; models score them in one call each.
+
+        Args:
+            cases: The cases (read with :func:`engine.read_input`).
+            as_of: One evaluation time for all; default now.
+            use_conditions: False leaves the problem lists out.
+
+        Returns:
+            One assessment per case, in order.
+        """
+        from .evaluation import evaluate_cases
+
+        chosen = [c if use_conditions else c.without_conditions() for c in cases]
+        return evaluate_cases(self, chosen, as_of or datetime.now(UTC))

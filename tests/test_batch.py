@@ -565,3 +565,18 @@ def test_json_that_orjson_refuses_reads_as_with_the_stdlib() -> None:
     with pytest.raises(InputError) as info:
         read_input_data('{"resourceType": "Bundle", "entry": [', source="t")
     assert info.value.where == "line 1, column 38"
+
+
+def test_library_evaluate_many_equals_one_by_one(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from engine import KnowledgeBase, read_input
+
+    kb = KnowledgeBase.load()
+    example = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    cases = [read_input(example)] * 3
+    when = datetime(2024, 4, 30, tzinfo=UTC)
+    many = kb.evaluate_many(cases, as_of=when)
+    one = kb.evaluate(cases[0], as_of=when)
+    assert [m.rules_fired for m in many] == [one.rules_fired] * 3
+    assert [d.id for d in many[0].diagnoses] == [d.id for d in one.diagnoses]
