@@ -21,5 +21,5 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check engine cli.py tests
+	$(BIN)/ruff check engine cli.py tests bench
 	$(BIN)/mypy

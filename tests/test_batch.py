@@ -573,7 +573,9 @@ def test_library_evaluate_many_equals_one_by_one(tmp_path: Path) -> None:
     from engine import KnowledgeBase, read_input
 
     kb = KnowledgeBase.load()
-    example = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    example = (
+        Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    )
     cases = [read_input(example)] * 3
     when = datetime(2024, 4, 30, tzinfo=UTC)
     many = kb.evaluate_many(cases, as_of=when)

@@ -67,11 +67,6 @@ BORDERLINE = dict(zip(FACTS, (19.43, 925.2, 0.1345, 0.1282, 0.2895), strict=True
 
 
 @pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
-@pytest.fixture(scope="module")
 def model() -> ScoringModel:
     return load_model(MODEL)
 

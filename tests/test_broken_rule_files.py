@@ -17,6 +17,8 @@ from engine.errors import Problem
 HERE = Path(__file__).resolve().parent / "data" / "broken_rules"
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
+_MODEL_IDS = sorted(p.name for p in MODELS.iterdir() if (p / "card.json").exists())
+
 # file -> (line, column, rule id, message, hint)
 EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
     "yaml_syntax.yaml": (
@@ -113,8 +115,7 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         9,
         12,
         "r1",
-        "unknown score `diabetes_progresion`; loaded "
-        f"models: {', '.join(sorted(p.name for p in MODELS.iterdir() if (p / 'card.json').exists()))}",
+        "unknown score `diabetes_progresion`; loaded models: " + ", ".join(_MODEL_IDS),
         "did you mean `diabetes_progression`?",
     ),
     "finding_never_asserted.yaml": (

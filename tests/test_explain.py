@@ -17,11 +17,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.
 AS_OF = datetime(2024, 4, 2, 23, 59, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 def test_how_tree_of_diabetes_chains_to_the_two_tests(kb: KnowledgeBase) -> None:
     result = kb.evaluate(read_input(EXAMPLE), as_of=AS_OF)
     [tree] = how(result, "diabetes")

@@ -43,7 +43,6 @@ from engine import (
     Reading,
     RuleFileError,
 )
-from engine.errors import UnitError
 
 RECENT = 0.1  # days before NOW: 2.4 hours
 Value = float | str | None
@@ -76,11 +75,6 @@ NEWS2_RESPONSES = {
 INFECTION = has_condition("suspected_infection")
 HYPERCAPNIC = has_condition("hypercapnic_respiratory_failure")
 OXYGEN = has_condition("supplemental_oxygen")
-
-
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
 
 
 def evaluate(kb: KnowledgeBase, c: Case) -> Assessment:

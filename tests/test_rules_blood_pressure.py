@@ -35,11 +35,6 @@ BP_RULES = {"bp_normal", "bp_elevated", "bp_stage_1", "bp_stage_2", "bp_crisis"}
 HYPERTENSION_SNOMED = "38341003"
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 def evaluate(kb: KnowledgeBase, c: Case) -> Assessment:
     result = kb.evaluate(c, as_of=NOW)
     assert result.status == "complete", result.problems

@@ -122,11 +122,6 @@ WELLS_RULES = {
 }
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 # --- helpers ---------------------------------------------------------------
 
 

@@ -45,11 +45,6 @@ GLYCAEMIC_STATES = {
 }
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 def evaluate(kb: KnowledgeBase, c: Case) -> Assessment:
     result = kb.evaluate(c, as_of=NOW)
     assert result.status == "complete", result.problems

@@ -58,11 +58,6 @@ def _parameters() -> dict[str, Any]:
 PARAMETERS = _parameters()
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 def evaluate(kb: KnowledgeBase, c: Case) -> Assessment:
     result = kb.evaluate(c, as_of=NOW)
     assert result.status == "complete", result.problems

@@ -254,11 +254,6 @@ PATIENTS = {
 
 
 @pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
-@pytest.fixture(scope="module")
 def results(kb: KnowledgeBase) -> dict[str, Assessment]:
     return {name: kb.evaluate(p.case, as_of=NOW) for name, p in PATIENTS.items()}
 

@@ -54,11 +54,6 @@ PCE = _calculation("ascvd_risk", "pooled_cohort_2013")
 BMI = _calculation("bmi", "bmi_from_weight_height")
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 def evaluate(kb: KnowledgeBase, c: Case) -> Assessment:
     result = kb.evaluate(c, as_of=NOW)
     assert result.status == "complete", result.problems

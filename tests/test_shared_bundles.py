@@ -26,11 +26,6 @@ pytestmark = pytest.mark.skipif(not BUNDLES, reason=f"no shared bundles at {SHAR
 
 
 @pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
-@pytest.fixture(scope="module")
 def cases() -> list[Case]:
     return [read_input(p) for p in BUNDLES]
 
