@@ -76,6 +76,9 @@ class CaseView:
     readings: dict[str, list[Reading]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     missing_inputs: dict[str, list[str]] = field(default_factory=dict)
+    _selected: dict[tuple[str, timedelta], list[Reading]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
@@ -112,12 +115,21 @@ class CaseView:
         return _aware(reading.time) if reading.time else self.as_of
 
     def select(self, fact: str, within: timedelta | None) -> list[Reading]:
-        """Readings of a fact in force at ``as_of``, optionally only recent ones."""
+        """Readings of a fact in force at ``as_of``, optionally only recent ones.
+
+        Many conditions ask for the same fact and window: the answer is kept
+        (the readings do not change once the calculations have run).
+        """
         values = self.readings.get(fact, [])
         if within is None:
             return values
-        start = self.as_of - within
-        return [r for r in values if self.time_of(r) >= start]
+        key = (fact, within)
+        found = self._selected.get(key)
+        if found is None:
+            start = self.as_of - within
+            found = [r for r in values if self.time_of(r) >= start]
+            self._selected[key] = found
+        return found
 
     def _entry_active(self, entry: CodedEntry, since: timedelta | None) -> bool:
         onset = _aware(entry.onset) if entry.onset else None
@@ -176,6 +188,7 @@ class CaseView:
                 self._bmi(calc)
             elif calc.formula == "pooled_cohort_2013":
                 self._pooled_cohort(calc)
+            self._selected.clear()  # a calculation adds readings
 
     def _ckd_epi(self, calc: Calculation) -> None:
         creatinine = self.readings.get("creatinine", [])
