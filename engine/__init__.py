@@ -7,8 +7,7 @@ Load a knowledge base once, then evaluate many cases::
 
     kb = KnowledgeBase.load()                       # bundled rules/ and models/
     result = kb.evaluate("bundle.json", as_of=...)  # FHIR R4 Bundle or case file
-    for dx in result.diagnoses:
-        print(dx.display, dx.code, dx.certainty)
+    codes = [(dx.code, dx.certainty) for dx in result.diagnoses]
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ def _check_point_scores(
                     cat,
                     models,
                     set(),
-                    points,
+                    set(),  # a point score cannot wait on another: none exist yet
                     (score.reported_when, raw_score["reported_when"]),
                 )
             for ii, item in enumerate(score.items):
@@ -316,6 +316,21 @@ def _check_point_scores(
                                 f"item `{item.id}` tests a finding; point "
                                 "score items read facts only",
                                 "test the facts the finding comes from",
+                                "point-item",
+                            )
+                        )
+                        continue
+                    if any(
+                        isinstance(c, rf.PointsTest)
+                        for c, _ in _walk(cond, raw_item[key])
+                    ):
+                        out.append(
+                            _problem(
+                                site,
+                                site.at(raw_item, key),
+                                f"item `{item.id}` tests a point score; items "
+                                "are computed together and read facts only",
+                                "test the facts that score reads",
                                 "point-item",
                             )
                         )
@@ -465,6 +480,55 @@ def _check_when(
     return out
 
 
+def _references(
+    action: rf.Action, catalogue: Catalogue, models: set[str], produced: set[str]
+) -> list[tuple[str, set[str], str, str]]:
+    """The names a conclusion refers to: (name, where it must be, message, code)."""
+    if isinstance(action, rf.RecommendationAction):
+        spec = action.recommendation
+        out = []
+        if spec.drug is not None:
+            out.append(
+                (
+                    spec.drug,
+                    set(catalogue.medications),
+                    f"`drug: {spec.drug}` is not a medication of the catalogue",
+                    "unknown-medication",
+                )
+            )
+        if spec.adjusted_by is not None:
+            out.append(
+                (
+                    spec.adjusted_by,
+                    models,
+                    f"`adjusted_by: {spec.adjusted_by}` names no loaded model",
+                    "unknown-score",
+                )
+            )
+        return out
+    if isinstance(action, rf.BlockAction):
+        target = action.block.recommendation
+        return [
+            (
+                target,
+                produced,
+                f"blocks recommendation `{target}` that no rule makes",
+                "unknown-recommendation",
+            )
+        ]
+    if isinstance(action, rf.AgainstAction):
+        target = action.against.conclusion
+        return [
+            (
+                target,
+                produced,
+                f"argues against `{target}`, which no rule concludes",
+                "unknown-conclusion",
+            )
+        ]
+    return []
+
+
 def check_rule_files(
     files: list[LoadedFile], catalogue: Catalogue, models: set[str]
 ) -> list[Problem]:
@@ -540,51 +604,17 @@ def check_rule_files(
         seen.setdefault(site.rule.id, site)
         problems += _check_when(site, catalogue, models, produced, points)
         for i, action in enumerate(site.rule.then):
-            if isinstance(action, rf.RecommendationAction):
-                drug = action.recommendation.drug
-                if drug is not None and drug not in catalogue.medications:
+            for name, pool, message, code in _references(
+                action, catalogue, models, produced
+            ):
+                if name not in pool:
                     problems.append(
                         _problem(
                             site,
                             site.at(site.raw["then"], i),
-                            f"`drug: {drug}` is not a medication of the catalogue",
-                            _suggest(drug, list(catalogue.medications)),
-                            "unknown-medication",
-                        )
-                    )
-                adj = action.recommendation.adjusted_by
-                if adj is not None and adj not in models:
-                    problems.append(
-                        _problem(
-                            site,
-                            site.at(site.raw["then"], i),
-                            f"`adjusted_by: {adj}` names no loaded model",
-                            _suggest(adj, sorted(models)),
-                            "unknown-score",
-                        )
-                    )
-            if isinstance(action, rf.BlockAction):
-                target = action.block.recommendation
-                if target not in produced:
-                    problems.append(
-                        _problem(
-                            site,
-                            site.at(site.raw["then"], i),
-                            f"blocks recommendation `{target}` that no rule makes",
-                            _suggest(target, sorted(produced)),
-                            "unknown-recommendation",
-                        )
-                    )
-            if isinstance(action, rf.AgainstAction):
-                target = action.against.conclusion
-                if target not in produced:
-                    problems.append(
-                        _problem(
-                            site,
-                            site.at(site.raw["then"], i),
-                            f"argues against `{target}`, which no rule concludes",
-                            _suggest(target, sorted(produced)),
-                            "unknown-conclusion",
+                            message,
+                            _suggest(name, sorted(pool)),
+                            code,
                         )
                     )
     return problems
