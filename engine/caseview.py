@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -79,6 +80,10 @@ class CaseView:
     _selected: dict[tuple[str, timedelta], list[Reading]] = field(
         default_factory=dict, repr=False
     )
+    # Parts of conditions that many rules share (a fact's numbers in a window,
+    # a mean), worked out once per case; emptied when a calculation adds
+    # readings.
+    cache: dict[tuple[object, ...], object] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
@@ -131,6 +136,16 @@ class CaseView:
             self._selected[key] = found
         return found
 
+    def numbers(self, fact: str, within: timedelta | None) -> list[Reading]:
+        """The numeric readings of :meth:`select` (a text result is left out)."""
+        key = ("numbers", fact, within)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = [
+                r for r in self.select(fact, within) if isinstance(r.value, float)
+            ]
+        return found  # type: ignore[return-value]
+
     def _entry_active(self, entry: CodedEntry, since: timedelta | None) -> bool:
         onset = _aware(entry.onset) if entry.onset else None
         end = _aware(entry.end) if entry.end else None
@@ -147,6 +162,8 @@ class CaseView:
 
     def has_condition(self, name: str, since: timedelta | None = None) -> bool:
         """Whether the problem list holds the condition at ``as_of``."""
+        if since is None:
+            return name in self._active("conditions", self.case.conditions)
         return any(
             self._is_a(c.concept, name) and self._entry_active(c, since)
             for c in self.case.conditions
@@ -167,17 +184,28 @@ class CaseView:
 
     def taking(self, name: str) -> bool:
         """Whether a medication of the concept is active at ``as_of``."""
-        return any(
-            m.concept == name and self._entry_active(m, None)
-            for m in self.case.medications
-        )
+        return name in self._active("medications", self.case.medications)
 
     def allergic_to(self, name: str) -> bool:
         """Whether an active allergy to the concept is recorded."""
-        return any(
-            a.concept == name and self._entry_active(a, None)
-            for a in self.case.allergies
-        )
+        return name in self._active("allergies", self.case.allergies)
+
+    def _active(self, kind: str, entries: Sequence[CodedEntry]) -> set[str]:
+        # A record can list hundreds of prescriptions, and many rules ask
+        # about a drug: which concepts are active is worked out once.
+        key = ("active", kind)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        found: set[str] = set()
+        for e in entries:
+            if e.concept is not None and self._entry_active(e, None):
+                found.add(e.concept)
+                if kind == "conditions":  # type 2 diabetes is diabetes
+                    known = self.catalogue.conditions.get(e.concept)
+                    found.update(known.implies if known else ())
+        self.cache[key] = found
+        return found
 
     def run_calculations(self, calculations: list[Calculation]) -> None:
         """Add the readings of calculated facts (eGFR from each creatinine)."""
@@ -189,6 +217,7 @@ class CaseView:
             elif calc.formula == "pooled_cohort_2013":
                 self._pooled_cohort(calc)
             self._selected.clear()  # a calculation adds readings
+            self.cache.clear()
 
     def _ckd_epi(self, calc: Calculation) -> None:
         creatinine = self.readings.get("creatinine", [])

@@ -1,12 +1,14 @@
 """Evaluating one case: facts to leaves, leaves through the matcher, results out.
 
 Steps: (1) the case seen at ``as_of`` with calculated facts; (2) model scores;
-(3) every leaf decided in three values; (4) decided leaves asserted into a
-fresh durable-rules session, which chains the findings; (5) a three-valued pass
-over the rules in dependency order names what could not be determined, and
+(3) a three-valued pass over the rules in dependency order decides each rule
+and finding, evaluating the leaves (finding-free conditions) the rules read,
+and names what cannot be determined; (4) the decided leaves are asserted into
+a fresh durable-rules session, which chains the findings, and the pass
 cross-checks the matcher (a disagreement makes the assessment partial);
-(6) conclusions with their evidence and certainty. :func:`evaluate_cases` does
-step (2) once per model for a whole chunk of cases, then the rest case by case.
+(5) conclusions with their evidence and certainty (:mod:`engine.conclusions`).
+:func:`evaluate_cases` does step (2) once per model for a whole chunk of
+cases, then the rest case by case.
 """
 
 from __future__ import annotations
@@ -17,28 +19,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from . import ruleformat as rf
-from .assessment import (
-    Assessment,
-    Block,
-    Component,
-    Diagnosis,
-    Evidence,
-    FactUsed,
-    Finding,
-    PatientSummary,
-    Recommendation,
-    RuleRef,
-    Score,
-    Undetermined,
-)
+from .assessment import Assessment, Score
 from .caseview import CaseView
-from .certainty import combine_for_and_against, disagrees, update_with_score
-from .compiler import And, AtLeast, CompiledRule, Expr, Find, Leaf, Not, Or
+from .conclusions import after_death, assemble
 from .errors import EvaluationError, UnitError
 from .facts import Case
-from .leaves import LeafResult, evaluate_leaf
-from .points import PointResult, evaluate_points
+from .leaves import LeafResult, decide_leaf, evaluate_leaf
+from .points import Points
+from .truth import missing, truth
 from .units import convert
 
 if TYPE_CHECKING:
@@ -48,47 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["evaluate_case", "evaluate_cases"]
 
 log = logging.getLogger(__name__)
-
-
-def _truth(
-    expr: Expr, leaves: dict[int, LeafResult], found: dict[str, bool | None]
-) -> bool | None:
-    if isinstance(expr, Leaf):
-        return leaves[expr.index].value
-    if isinstance(expr, Find):
-        return found.get(expr.id, False)
-    if isinstance(expr, Not):
-        v = _truth(expr.child, leaves, found)
-        return None if v is None else not v
-    values = [_truth(c, leaves, found) for c in expr.children]
-    k = len(values) if isinstance(expr, And) else 1 if isinstance(expr, Or) else expr.k
-    true = values.count(True)
-    unknown = values.count(None)
-    if true >= k:
-        return True
-    if true + unknown < k:
-        return False
-    return None
-
-
-def _missing(
-    expr: Expr,
-    leaves: dict[int, LeafResult],
-    found: dict[str, bool | None],
-    finding_missing: dict[str, list[str]],
-) -> list[str]:
-    if isinstance(expr, Leaf):
-        res = leaves[expr.index]
-        return res.missing if res.value is None else []
-    if isinstance(expr, Find):
-        return finding_missing.get(expr.id, []) if found.get(expr.id) is None else []
-    if isinstance(expr, Not):
-        return _missing(expr.child, leaves, found, finding_missing)
-    assert isinstance(expr, And | Or | AtLeast)
-    out: list[str] = []
-    for c in expr.children:
-        out += _missing(c, leaves, found, finding_missing)
-    return out
 
 
 def _row(
@@ -136,29 +83,6 @@ def _scores(kb: KnowledgeBase, view: CaseView) -> dict[str, Score]:
     }
 
 
-def _ref(crule: CompiledRule) -> RuleRef:
-    return RuleRef(
-        rule_id=crule.rule.id,
-        ruleset=crule.ruleset.id,
-        ruleset_version=crule.ruleset.version,
-        title=crule.rule.title,
-        source=crule.source,
-        file=crule.file,
-        line=crule.line,
-    )
-
-
-def _dedupe(facts: list[FactUsed]) -> list[FactUsed]:
-    seen = set()
-    out = []
-    for f in facts:
-        key = (f.name, f.aggregate, str(f.value), f.time)
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
-
-
 _equal_leaves: WeakKeyDictionary[KnowledgeBase, list[int]] = WeakKeyDictionary()
 
 
@@ -189,7 +113,7 @@ def _view(kb: KnowledgeBase, case: Case, as_of: datetime) -> CaseView:
 def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
     """Evaluate one case against a loaded knowledge base."""
     view = _view(kb, case, as_of)
-    return _run(kb, case, view, as_of, _scores(kb, view))
+    return _run(kb, case, view, _scores(kb, view))
 
 
 def evaluate_cases(
@@ -227,70 +151,123 @@ def evaluate_cases(
         for out, s in zip(scores, model.score_many(rows), strict=True):
             out[name] = _score(name, s)
     return [
-        _run(kb, case, view, when, found)
-        for case, view, when, found in zip(cases, views, times, scores, strict=True)
+        _run(kb, case, view, found)
+        for case, view, found in zip(cases, views, scores, strict=True)
     ]
+
+
+class _Leaves:
+    """A case's leaves, each evaluated the first time a rule reads it.
+
+    The three-valued pass short-circuits (:func:`engine.truth.truth`) and
+    reads only values (:func:`engine.leaves.decide_leaf`, which stops a
+    combination at its first deciding part): a rule whose guard is false ("has
+    atrial fibrillation") never reads its other leaves, and for most rules of
+    most cases that is most of the work. The full result, with the facts used
+    and what was missing, is built only for the leaves a conclusion shows or a
+    rule that cannot be determined names.
+    """
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        view: CaseView,
+        scores: dict[str, Score],
+        points: Points,
+    ) -> None:
+        self._first = _first_equal(kb)
+        self._conditions = kb.leaves
+        self._view, self._scores, self._points = view, scores, points
+        self._values: dict[int, bool | None] = {}
+        self._results: dict[int, LeafResult] = {}
+        self._failed: dict[int, str] = {}
+
+    def value(self, i: int) -> bool | None:
+        """The leaf's value: True, False or None (cannot be determined)."""
+        first = self._first[i]
+        if first in self._values:
+            return self._values[first]
+        try:
+            value = decide_leaf(
+                self._view, self._conditions[first], self._scores, self._points
+            )
+        except UnitError as err:
+            self._failed[first] = f"a condition could not be evaluated: {err}"
+            self._results[first] = LeafResult(None, detail=[str(err)])
+            value = None
+        self._values[first] = value
+        return value
+
+    def __getitem__(self, i: int) -> LeafResult:
+        """The leaf's full result (the same value, with its evidence)."""
+        first = self._first[i]
+        result = self._results.get(first)
+        if result is None:
+            value = self.value(first)
+            try:
+                result = evaluate_leaf(
+                    self._view, self._conditions[first], self._scores, self._points
+                )
+            except UnitError as err:
+                # A part the value did not need failed: the value stands.
+                self._failed[first] = f"a condition could not be evaluated: {err}"
+                result = LeafResult(value, detail=[str(err)])
+            self._results[first] = result
+        return result
+
+    def decided(self) -> list[tuple[int, bool]]:
+        """Every leaf read so far whose value is known, in leaf order."""
+        return sorted(
+            (i, v)
+            for i, first in enumerate(self._first)
+            if (v := self._values.get(first)) is not None
+        )
+
+    def problems(self) -> list[str]:
+        """Conditions that could not be evaluated, in leaf order."""
+        return [self._failed[first] for first in self._first if first in self._failed]
 
 
 def _run(
     kb: KnowledgeBase,
     case: Case,
     view: CaseView,
-    as_of: datetime,
     scores: dict[str, Score],
 ) -> Assessment:
     """Steps (3) to (6) for one case whose view and scores are ready."""
     if case.deceased is not None and view.as_of >= _aware(case.deceased):
-        return _after_death(kb, case, view)
-    problems: list[str] = []
-    try:
-        points = evaluate_points(view, kb.point_scores, scores)
-    except UnitError as err:
-        problems.append(f"point scores could not be evaluated: {err}")
-        points = evaluate_points(view, [], scores)
-        kb_points = {p.id for p in kb.point_scores}
-        points.update(_unknown_points(kb, kb_points, str(err)))
-    leaves: dict[int, LeafResult] = {}
-    failed: dict[int, str] = {}
-    for i, first in enumerate(_first_equal(kb)):
-        if first != i:  # the same condition as an earlier leaf: the same result
-            leaves[i] = leaves[first]
-            if first in failed:
-                problems.append(failed[first])
-            continue
-        try:
-            leaves[i] = evaluate_leaf(view, kb.leaves[i], scores, points)
-        except UnitError as err:
-            failed[i] = f"a condition could not be evaluated: {err}"
-            problems.append(failed[i])
-            leaves[i] = LeafResult(None, detail=[str(err)])
-    facts = [
-        {"t": "leaf", "k": i, "v": res.value}
-        for i, res in leaves.items()
-        if res.value is not None and (i, res.value) in kb.used_leaves
-    ]
+        return after_death(kb, case, view)
+    points = Points(view, kb.point_scores, scores)
+    leaves = _Leaves(kb, view, scores, points)
 
     # Three-valued pass, in dependency order: what holds, what cannot be known.
+    # Leaves are evaluated as the rules read them.
     found: dict[str, bool | None] = {}
     finding_missing: dict[str, list[str]] = {}
     status: dict[int, bool | None] = {}
     for ri in kb.order:
         crule = kb.rules[ri]
-        value = _truth(crule.expr, leaves, found)
+        value = truth(crule.expr, leaves, found)
         status[ri] = value
         for f in crule.produces:
             if value is True:
                 found[f] = True
             elif value is None and found.get(f) is not True:
                 found[f] = None
-                miss = _missing(crule.expr, leaves, found, finding_missing)
+                miss = missing(crule.expr, leaves, found, finding_missing)
                 finding_missing[f] = sorted({*finding_missing.get(f, []), *miss})
             else:
                 found.setdefault(f, False)
 
-    # The matcher chains the findings. Before each stratum's gates, findings
-    # settled below it that cannot be determined are asserted as unknown, so
-    # that "not F" does not fire on an F that might hold.
+    # The matcher chains the findings from the leaves that were decided. Before
+    # each stratum's gates, findings settled below it that cannot be determined
+    # are asserted as unknown, so that "not F" does not fire on an F that might
+    # hold.
+    facts = [
+        {"t": "leaf", "k": i, "v": v}
+        for i, v in leaves.decided()
+        if (i, v) in kb.used_leaves
+    ]
     with kb.matcher.session() as session:
         kb.matcher.assert_facts(session, facts)
         for k, gates in enumerate(kb.gates):
@@ -301,24 +278,23 @@ def _run(
             ]
             kb.matcher.assert_facts(session, unknown)
             kb.matcher.assert_facts(session, [{"t": "gate", "g": g} for g in gates])
-    problems += session.errors
+    matcher_problems = list(session.errors)
     if session.capped:
-        problems.append("the firing cap was reached; the chaining was stopped")
+        matcher_problems.append("the firing cap was reached; the chaining was stopped")
     fired: dict[int, int] = {}
     for ri, ci in session.fired:
         fired.setdefault(ri, ci)
     for ri in kb.order:
         if (status[ri] is True) != (ri in fired):
-            problems.append(
+            matcher_problems.append(
                 f"rule {kb.rules[ri].rule.id}: the matcher and the three-valued "
                 "check disagree; its result is not reported"
             )
     reached = [ri for ri in kb.order if status[ri] is True and ri in fired]
-    return _assemble(
+    return assemble(
         kb,
         case,
         view,
-        as_of,
         leaves,
         scores,
         points,
@@ -326,336 +302,9 @@ def _run(
         status,
         found,
         finding_missing,
-        problems,
+        lambda: [*points.problems(), *leaves.problems(), *matcher_problems],
     )
-
-
-def _assemble(
-    kb: KnowledgeBase,
-    case: Case,
-    view: CaseView,
-    as_of: datetime,
-    leaves: dict[int, LeafResult],
-    scores: dict[str, Score],
-    points: dict[str, PointResult],
-    reached: list[int],
-    status: dict[int, bool | None],
-    found: dict[str, bool | None],
-    finding_missing: dict[str, list[str]],
-    problems: list[str],
-) -> Assessment:
-    findings: dict[str, Finding] = {}
-    diag_support: dict[str, list[tuple[rf.DiagnosisSpec, CompiledRule, Evidence]]] = {}
-    rec_support: dict[
-        str, list[tuple[rf.RecommendationSpec, CompiledRule, Evidence]]
-    ] = {}
-    blocks: dict[str, list[Block]] = {}
-    against: dict[str, list[tuple[float, str, str]]] = {}
-    disagreements: list[str] = []
-    for ri in reached:
-        crule = kb.rules[ri]
-        # The evidence is the alternative of the rule that held, not every
-        # branch it has: "diabetes: False" must not back a diabetes conclusion.
-        held = _held_conjunct(crule, leaves, found)
-        used = [
-            f
-            for kind, key, _want in sorted(held, key=str)
-            if kind == "L"
-            for f in leaves[int(key)].facts
-        ]
-        ev = Evidence(
-            rules=[_ref(crule)],
-            facts=_dedupe(used),
-            findings=sorted(
-                str(key) for kind, key, want in held if kind == "F" and want
-            ),
-            scores=sorted({f.name[6:] for f in used if f.name.startswith("score:")}),
-        )
-        for action in crule.rule.then:
-            if isinstance(action, rf.FindingAction) and action.finding not in findings:
-                findings[action.finding] = Finding(
-                    id=action.finding, display=action.display, evidence=ev
-                )
-            elif isinstance(action, rf.DiagnosisAction):
-                diag_support.setdefault(action.diagnosis.id, []).append(
-                    (action.diagnosis, crule, ev)
-                )
-            elif isinstance(action, rf.RecommendationAction):
-                rec_support.setdefault(action.recommendation.id, []).append(
-                    (action.recommendation, crule, ev)
-                )
-            elif isinstance(action, rf.BlockAction):
-                blocks.setdefault(action.block.recommendation, []).append(
-                    Block(rule_id=crule.rule.id, reason=action.block.reason)
-                )
-            elif isinstance(action, rf.AgainstAction):
-                against.setdefault(action.against.conclusion, []).append(
-                    (action.against.certainty, crule.rule.id, action.against.reason)
-                )
-
-    diagnoses = []
-    for did, support in diag_support.items():
-        spec = support[0][0]
-        contra = [c for c, _, _ in against.get(did, [])]
-        diagnoses.append(
-            Diagnosis(
-                id=did,
-                display=spec.display,
-                code=spec.snomed,
-                certainty=round(
-                    combine_for_and_against(
-                        (s.certainty for s, _, _ in support), contra
-                    ),
-                    4,
-                ),
-                evidence=_merge([e for _, _, e in support]),
-            )
-        )
-    recommendations = []
-    for rid, rsupport in rec_support.items():
-        rspec = rsupport[0][0]
-        contra_rules = against.get(rid, [])
-        certainty = combine_for_and_against(
-            (s.certainty for s, _, _ in rsupport), [c for c, _, _ in contra_rules]
-        )
-        method = "rules combined: 1 - prod(1 - c)"
-        if contra_rules:
-            method += "; lowered by evidence against: " + "; ".join(
-                f"{rule} ({reason})" for _, rule, reason in contra_rules
-            )
-        disagreement = False
-        if rspec.adjusted_by:
-            score = scores.get(rspec.adjusted_by)
-            model = kb.models.get(rspec.adjusted_by)
-            if score is not None and score.value is not None and model is not None:
-                prior = model.card.held_out.prevalence_train
-                disagreement = disagrees(certainty, score.value, prior)
-                certainty = update_with_score(certainty, score.value, prior)
-                method += (
-                    f"; updated by score {rspec.adjusted_by}={score.value:.3f} "
-                    f"against prior {prior:.3f} on the log-odds scale"
-                )
-            else:
-                method += f"; score {rspec.adjusted_by} not available, not updated"
-        if disagreement:
-            method += "; the rule and the model disagree strongly"
-            disagreements.append(
-                f"{rid}: the rules support it but model {rspec.adjusted_by} argues "
-                "strongly against it; review both"
-            )
-        blocked = blocks.pop(rid, [])
-        if rspec.drug is not None and view.allergic_to(rspec.drug):
-            blocked.append(
-                Block(rule_id="allergy", reason=f"recorded allergy to {rspec.drug}")
-            )
-        recommendations.append(
-            Recommendation(
-                id=rid,
-                text=rspec.text,
-                strength=rspec.strength,
-                certainty=round(certainty, 4),
-                status="blocked" if blocked else "recommended",
-                blocked_by=blocked,
-                evidence=_merge([e for _, _, e in rsupport]),
-                certainty_method=method,
-                disagreement=disagreement,
-            )
-        )
-    for rid, blocked in blocks.items():
-        text = _recommendation_text(kb, rid)
-        recommendations.append(
-            Recommendation(
-                id=rid,
-                text=text[0],
-                strength=text[1],
-                certainty=0.0,
-                status="blocked",
-                blocked_by=blocked,
-                evidence=Evidence(rules=[]),
-                certainty_method="not made: blocked",
-            )
-        )
-
-    undetermined = []
-    for ri in kb.order:
-        if status[ri] is None:
-            crule = kb.rules[ri]
-            miss = sorted(set(_missing(crule.expr, leaves, found, finding_missing)))
-            details = [
-                d
-                for i in crule.leaf_indices
-                if leaves[i].value is None
-                for d in leaves[i].detail
-            ]
-            undetermined.append(
-                Undetermined(
-                    rule_id=crule.rule.id,
-                    ruleset=crule.ruleset.id,
-                    title=crule.rule.title,
-                    missing=miss,
-                    reason="; ".join(dict.fromkeys(details))
-                    or "depends on findings that cannot be determined",
-                )
-            )
-
-    state = "complete" if not problems else "partial"
-    if not view.readings and not case.conditions and not case.medications:
-        state = "not_evaluable"
-        problems = [*problems, "the case holds no readings, conditions or medications"]
-    notes = [*case.notes, *view.notes, *disagreements]
-    for s in scores.values():
-        if s.out_of_range:
-            notes.append(
-                f"score {s.name}: outside the training range: "
-                f"{', '.join(s.out_of_range)}"
-            )
-    age = view.age()
-    return Assessment(
-        case_id=case.case_id,
-        source=case.source,
-        as_of=view.as_of,
-        status=state,
-        problems=problems,
-        patient=PatientSummary(
-            age=age,
-            sex=case.sex,
-            readings=sum(len(v) for v in view.readings.values()),
-            conditions=sorted(
-                {
-                    c.concept
-                    for c in case.conditions
-                    if c.concept and view.has_condition(c.concept)
-                }
-            ),
-            medications=sorted(
-                {
-                    m.concept
-                    for m in case.medications
-                    if m.concept and view.taking(m.concept)
-                }
-            ),
-        ),
-        diagnoses=sorted(diagnoses, key=lambda d: -d.certainty),
-        findings=[*_point_findings(points), *findings.values()],
-        recommendations=recommendations,
-        scores=list(scores.values()),
-        undetermined=undetermined,
-        rules_fired=[kb.rules[ri].rule.id for ri in reached],
-        notes=notes,
-        knowledge_base=kb.info,
-    )
-
-
-def _held_conjunct(
-    crule: CompiledRule,
-    leaves: dict[int, LeafResult],
-    found: dict[str, bool | None],
-) -> frozenset[tuple[str, str | int, bool]]:
-    """The first alternative (DNF conjunct) of a reached rule whose parts all hold."""
-    for conj in crule.conjuncts:
-        ok = True
-        for kind, key, want in conj:
-            if kind == "L":
-                ok = leaves[int(key)].value is want
-            else:
-                ok = (found.get(str(key)) is True) == want
-            if not ok:
-                break
-        if ok:
-            return conj
-    return frozenset()
 
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def _after_death(kb: KnowledgeBase, case: Case, view: CaseView) -> Assessment:
-    """A patient who died before the evaluation time gets no conclusions."""
-    assert case.deceased is not None
-    when = _aware(case.deceased)
-    return Assessment(
-        case_id=case.case_id,
-        source=case.source,
-        as_of=view.as_of,
-        status="not_evaluable",
-        problems=[
-            f"the record says the patient died on {when.date()}; nothing is "
-            "evaluated after death (evaluate as of an earlier time, e.g. "
-            "`--as-of last`)"
-        ],
-        patient=PatientSummary(age=view.age_at(when), sex=case.sex, readings=0),
-        notes=list(case.notes),
-        knowledge_base=kb.info,
-    )
-
-
-def _unknown_points(
-    kb: KnowledgeBase, ids: set[str], reason: str
-) -> dict[str, PointResult]:
-    """Point scores that failed to evaluate: every item unknown, none reported."""
-    from .points import ItemResult
-
-    out = {}
-    for ps in kb.point_scores:
-        if ps.id in ids:
-            items = [
-                ItemResult(i.id, i.title or i.id, None, -1e9, 1e9, detail=reason)
-                for i in ps.items
-            ]
-            out[ps.id] = PointResult(ps, items, reported=False)
-    return out
-
-
-def _point_findings(points: dict[str, PointResult]) -> list[Finding]:
-    """Each point score as a finding, with the items behind its total."""
-    out = []
-    for pid, result in points.items():
-        if not result.reported:
-            continue
-        score = result.score
-        out.append(
-            Finding(
-                id=pid,
-                display=score.title,
-                value=result.total,
-                range=(result.low, result.high),
-                missing=result.missing,
-                components=[
-                    Component(
-                        id=i.id,
-                        title=i.title,
-                        points=i.points,
-                        facts=i.facts,
-                        missing=i.missing,
-                    )
-                    for i in result.items
-                ],
-                evidence=Evidence(
-                    rules=[],
-                    facts=_dedupe([f for i in result.items for f in i.facts]),
-                ),
-            )
-        )
-    return out
-
-
-def _merge(evidence: list[Evidence]) -> Evidence:
-    rules = {r.rule_id: r for e in evidence for r in e.rules}
-    return Evidence(
-        rules=list(rules.values()),
-        facts=_dedupe([f for e in evidence for f in e.facts]),
-        findings=sorted({f for e in evidence for f in e.findings}),
-        scores=sorted({s for e in evidence for s in e.scores}),
-    )
-
-
-def _recommendation_text(kb: KnowledgeBase, rid: str) -> tuple[str, str]:
-    for crule in kb.rules:
-        for action in crule.rule.then:
-            if (
-                isinstance(action, rf.RecommendationAction)
-                and action.recommendation.id == rid
-            ):
-                return action.recommendation.text, action.recommendation.strength
-    return rid, "n/a"

@@ -355,7 +355,7 @@ def why_not(
     scores = _scores(kb, view)
     points = evaluate_points(view, kb.point_scores, scores)
     examiner = _Examiner(view, scores, points, found, unknown - found)
-    from .evaluation import _ref
+    from .conclusions import rule_ref as _ref
 
     attempts = []
     for crule in producers:

@@ -14,6 +14,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from statistics import fmean
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LeafResult",
     "Threshold",
+    "decide_leaf",
     "evaluate_leaf",
     "compare_value",
     "parse_threshold",
@@ -94,9 +96,15 @@ def _round(value: float, fact: QuantityFact, unit: str) -> float:
     # Spec 0.3: round half-up in the canonical unit before banding, so that a
     # value on a band edge is not pushed below it by floating-point noise.
     if unit == fact.unit and fact.decimals is not None:
-        quantum = Decimal(1).scaleb(-fact.decimals)
-        return float(Decimal(repr(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+        return _half_up(repr(value), fact.decimals)
     return round(value, 6)
+
+
+@lru_cache(maxsize=65536)
+def _half_up(value: str, decimals: int) -> float:
+    # Keyed by the value's text, not the float: 0.0 and -0.0 are equal keys.
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP))
 
 
 def _in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
@@ -104,6 +112,60 @@ def _in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
     return _round(
         convert(reading.value, reading.unit or fact.unit, unit, fact), fact, unit
     )
+
+
+# Per operator given: its test, its sign, and its cut points (a plain number
+# in the fact's own unit, "1" for a count).
+_Cuts = list[tuple[Callable[[float, float], bool], str, list[Threshold]]]
+_cuts_cache: dict[int, tuple[rf.FactComparison, str, _Cuts]] = {}
+
+
+def _cuts_of(cond: rf.FactComparison, fact: QuantityFact) -> _Cuts:
+    """The condition's cut points, parsed once per condition.
+
+    Kept by the condition's identity; the entry holds the condition, so the
+    identity cannot be reused while it is kept.
+    """
+    hit = _cuts_cache.get(id(cond))
+    if hit is not None and hit[0] is cond and hit[1] == fact.unit:
+        return hit[2]
+    cuts: _Cuts = []
+    for op, (test, sign) in _OPS.items():
+        given = thresholds_of(getattr(cond, op))
+        if given:
+            units = [c if c.unit else Threshold(c.value, fact.unit) for c in given]
+            cuts.append((test, sign, units))
+    if len(_cuts_cache) >= 4096:
+        _cuts_cache.clear()
+    _cuts_cache[id(cond)] = (cond, fact.unit, cuts)
+    return cuts
+
+
+def _compare(
+    value: float,
+    value_unit: str,
+    cuts: _Cuts,
+    fact: QuantityFact,
+    shown: list[str] | None,
+) -> bool:
+    """Whether the value meets every cut point; ``shown`` gets each comparison.
+
+    Without ``shown`` it stops at the first cut point the value misses.
+    """
+    ok = True
+    for test, sign, given in cuts:
+        native = next((c for c in given if c.unit == value_unit), None)
+        cut = native or given[0]
+        # Spec 0.3: round (half-up, in the canonical unit) before banding.
+        raw = value if native else convert(value, value_unit, cut.unit, fact)
+        v = _round(raw, fact, cut.unit)
+        if not test(v, cut.value):
+            ok = False
+            if shown is None:
+                return False
+        if shown is not None:
+            shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
+    return ok
 
 
 def compare_value(
@@ -114,22 +176,8 @@ def compare_value(
     Spec 0.2: where a guideline gives a cut point in both unit systems, the
     value is compared with the one for the unit it arrived in.
     """
-    ok = True
-    shown = []
-    for op, (test, sign) in _OPS.items():
-        cuts = thresholds_of(getattr(cond, op))
-        if not cuts:
-            continue
-        # A plain number is a count or score in the fact's own unit ("1").
-        cuts = [c if c.unit else Threshold(c.value, fact.unit) for c in cuts]
-        native = [c for c in cuts if c.unit == value_unit]
-        cut = native[0] if native else cuts[0]
-        # Spec 0.3: round (half-up, in the canonical unit) before banding.
-        raw = value if native else convert(value, value_unit, cut.unit, fact)
-        v = _round(raw, fact, cut.unit)
-        ok = ok and test(v, cut.value)
-        shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
-    return ok, shown
+    shown: list[str] = []
+    return _compare(value, value_unit, _cuts_of(cond, fact), fact, shown), shown
 
 
 def _days(view: CaseView, readings: list[Reading]) -> int:
@@ -200,22 +248,29 @@ def value_for_band(
     return agg, fact.unit, used
 
 
-def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
+def _comparison(
+    view: CaseView, cond: rf.FactComparison, evidence: bool = True
+) -> LeafResult:
+    """A fact compared with cut points; without ``evidence``, the value alone."""
     if cond.fact in view.catalogue.texts:
         return _text_comparison(view, cond)
     fact = view.catalogue.quantities[cond.fact]
     within = parse_duration(cond.within) if cond.within else None
-    readings = [r for r in view.select(cond.fact, within) if isinstance(r.value, float)]
+    readings = view.numbers(cond.fact, within)
     window = f" within {cond.within}" if cond.within else ""
     if not readings:
+        if not evidence:
+            return LeafResult(cond.if_missing)
         detail = [f"no {cond.fact}{window}"]
         if cond.if_missing is not None:
             return LeafResult(cond.if_missing, detail=detail)
         inputs = sorted(set(view.missing_inputs.get(cond.fact, [])))
         return LeafResult(None, missing=[cond.fact, *inputs], detail=detail)
-    has_threshold = any(getattr(cond, op) is not None for op in _OPS)
-    if not has_threshold:
+    cuts = _cuts_of(cond, fact)
+    if not cuts:
         latest = readings[-1]
+        if not evidence:
+            return LeafResult(True)
         return LeafResult(True, facts=[_used(view, cond.fact, latest, "latest")])
 
     if cond.lasting_more_than:
@@ -225,9 +280,11 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         passing = [
             r
             for r in readings
-            if compare_value(r.value, r.unit or fact.unit, cond, fact)[0]  # type: ignore[arg-type]
+            if _compare(r.value, r.unit or fact.unit, cuts, fact, None)  # type: ignore[arg-type]
         ]
         days = _days(view, passing)
+        if not evidence:
+            return LeafResult(days >= cond.readings)
         used = [_used(view, cond.fact, r, "latest") for r in passing]
         text = (
             f"{days} of {cond.readings} {cond.fact} results on separate days "
@@ -235,14 +292,19 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         )
         return LeafResult(days >= cond.readings, facts=used, detail=[text])
 
+    shown: list[str] | None = [] if evidence else None
     if cond.value == "latest":
         chosen = readings[-1]
-        ok, shown = compare_value(chosen.value, chosen.unit or fact.unit, cond, fact)  # type: ignore[arg-type]
+        ok = _compare(chosen.value, chosen.unit or fact.unit, cuts, fact, shown)  # type: ignore[arg-type]
+        if not evidence:
+            return LeafResult(ok)
         return LeafResult(
-            ok, facts=[_used(view, cond.fact, chosen, "latest")], detail=shown
+            ok, facts=[_used(view, cond.fact, chosen, "latest")], detail=shown or []
         )
 
     if _days(view, readings) < cond.min_readings:
+        if not evidence:
+            return LeafResult(cond.if_missing)
         if cond.if_missing is not None:  # too few readings is as good as none
             return LeafResult(
                 cond.if_missing,
@@ -263,14 +325,10 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
     unit = (
         units.pop() if len(units) == 1 else (first_cut.unit if first_cut else fact.unit)
     )
-    values = [_in_unit(r, unit, fact) for r in readings]
-    agg: float = (
-        fmean(values)
-        if cond.value == "mean"
-        else (min(values) if cond.value == "min" else max(values))
-    )
-    agg = _round(agg, fact, unit)
-    ok, shown = compare_value(agg, unit, cond, fact)
+    agg = _aggregate(view, cond.fact, within, cond.value, unit, readings, fact)
+    ok = _compare(agg, unit, cuts, fact, shown)
+    if not evidence:
+        return LeafResult(ok)
     summary = FactUsed(
         name=cond.fact,
         value=agg,
@@ -281,7 +339,34 @@ def _comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
         source=", ".join(r.source for r in readings[-5:] if r.source),
         age_days=(view.as_of - view.time_of(readings[-1])).days,
     )
-    return LeafResult(ok, facts=[summary], detail=shown)
+    return LeafResult(ok, facts=[summary], detail=shown or [])
+
+
+def _aggregate(
+    view: CaseView,
+    name: str,
+    within: timedelta | None,
+    how: str,
+    unit: str,
+    readings: list[Reading],
+    fact: QuantityFact,
+) -> float:
+    """The mean, least or greatest of the readings in ``unit``, rounded.
+
+    Kept per case: every band of a blood-pressure rule reads the same mean.
+    """
+    key = ("aggregate", name, within, how, unit)
+    found = view.cache.get(key)
+    if found is None:
+        values = [_in_unit(r, unit, fact) for r in readings]
+        agg = (
+            fmean(values)
+            if how == "mean"
+            else (min(values) if how == "min" else max(values))
+        )
+        found = view.cache[key] = _round(agg, fact, unit)
+    assert isinstance(found, float)
+    return found
 
 
 def _lasting(
@@ -409,7 +494,7 @@ def evaluate_leaf(
     if isinstance(cond, rf.PointsTest):
         from .points import points_leaf
 
-        return points_leaf(cond, points or {})
+        return points_leaf(cond, points if points is not None else {})
     if isinstance(cond, rf.ScoreTest):
         return _score(scores, cond)
     if isinstance(cond, rf.ConditionTest):
@@ -436,3 +521,77 @@ def evaluate_leaf(
         flipped = None if inner.value is None else not inner.value
         return LeafResult(flipped, inner.facts, inner.missing, inner.detail)
     raise TypeError(f"not a fact-level condition: {type(cond).__name__}")
+
+
+def decide_leaf(
+    view: CaseView,
+    cond: rf.Condition,
+    scores: dict[str, Score],
+    points: dict[str, PointResult] | None = None,
+) -> bool | None:
+    """The value :func:`evaluate_leaf` gives, without the evidence behind it.
+
+    Combinations stop at the first part that decides them (a false part of
+    ``all``, a true part of ``any``), so a rule's guard spares the rest of
+    its conditions; the evidence of a leaf is built only for the leaves a
+    conclusion shows (:func:`evaluate_leaf`).
+
+    Raises:
+        UnitError: If a reading's unit cannot be converted for the comparison.
+    """
+    if isinstance(cond, rf.AllOf):
+        return _decide_at_least(view, len(cond.all), cond.all, scores, points)
+    if isinstance(cond, rf.AnyOf):
+        return _decide_at_least(view, 1, cond.any, scores, points)
+    if isinstance(cond, rf.AtLeastOf):
+        return _decide_at_least(view, cond.at_least, cond.of, scores, points)
+    if isinstance(cond, rf.Not):
+        inner = decide_leaf(view, cond.not_, scores, points)
+        return None if inner is None else not inner
+    if isinstance(cond, rf.FactComparison):
+        # Rules repeat comparisons ("adult" in most of them): each distinct
+        # one is decided once per case.
+        key = ("decided", _identity(cond))
+        if key not in view.cache:
+            view.cache[key] = _comparison(view, cond, evidence=False).value
+        return view.cache[key]  # type: ignore[return-value]
+    return evaluate_leaf(view, cond, scores, points).value
+
+
+_identities: dict[int, tuple[rf.FactComparison, str]] = {}
+
+
+def _identity(cond: rf.FactComparison) -> str:
+    """The comparison's content, as text (worked out once per condition)."""
+    hit = _identities.get(id(cond))
+    if hit is None or hit[0] is not cond:
+        if len(_identities) >= 4096:
+            _identities.clear()
+        hit = _identities[id(cond)] = (cond, cond.model_dump_json())
+    return hit[1]
+
+
+def _decide_at_least(
+    view: CaseView,
+    k: int,
+    parts: list[rf.Condition],
+    scores: dict[str, Score],
+    points: dict[str, PointResult] | None,
+) -> bool | None:
+    # Kleene's logic, as _combine_all and _combine_at_least decide it.
+    if k <= 0:
+        return True
+    true = unknown = 0
+    left = len(parts)
+    for part in parts:
+        left -= 1
+        value = decide_leaf(view, part, scores, points)
+        if value is True:
+            true += 1
+            if true >= k:
+                return True
+        elif value is None:
+            unknown += 1
+        if true + unknown + left < k:
+            return False
+    return None

@@ -18,9 +18,16 @@ from dataclasses import dataclass, field
 from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView
+from .errors import UnitError
 from .leaves import LeafResult, evaluate_leaf, text_matches, value_for_band
 
-__all__ = ["ItemResult", "PointResult", "evaluate_points", "points_leaf"]
+__all__ = [
+    "ItemResult",
+    "PointResult",
+    "Points",
+    "evaluate_points",
+    "points_leaf",
+]
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "above": operator.gt,
@@ -175,18 +182,67 @@ def _item(view: CaseView, item: rf.PointItem, scores: dict[str, Score]) -> ItemR
     )
 
 
+class Points(dict[str, PointResult]):
+    """A case's point scores, each evaluated the first time it is read.
+
+    Most point scores concern few patients (CURB-65 those with pneumonia): a
+    score that is not reported and that no rule reaches is never evaluated. A
+    score whose items cannot be evaluated (a unit that does not convert) is
+    unknown in every item, is not reported, and is named by
+    :meth:`problems`.
+    """
+
+    def __init__(
+        self, view: CaseView, defined: list[rf.PointScore], scores: dict[str, Score]
+    ) -> None:
+        super().__init__()
+        self._view = view
+        self._defined = {ps.id: ps for ps in defined}
+        self._scores = scores
+        self._reported: dict[str, bool] = {}
+        self._failed: dict[str, str] = {}
+
+    def reported(self, pid: str) -> bool:
+        """Whether the score is shown for this case (its ``reported_when``)."""
+        known = self._reported.get(pid)
+        if known is None:
+            when = self._defined[pid].reported_when
+            try:
+                known = (
+                    when is None
+                    or evaluate_leaf(self._view, when, self._scores).value is not False
+                )
+            except UnitError as err:
+                self._failed[pid] = f"point score {pid} could not be evaluated: {err}"
+                known = False
+            self._reported[pid] = known
+        return known
+
+    def __missing__(self, pid: str) -> PointResult:
+        ps = self._defined[pid]
+        try:
+            items = [_item(self._view, item, self._scores) for item in ps.items]
+            result = PointResult(ps, items, self.reported(pid))
+        except UnitError as err:
+            self._failed[pid] = f"point score {pid} could not be evaluated: {err}"
+            unknown = [
+                ItemResult(i.id, i.title or i.id, None, -1e9, 1e9, detail=str(err))
+                for i in ps.items
+            ]
+            result = PointResult(ps, unknown, reported=False)
+        self[pid] = result
+        return result
+
+    def problems(self) -> list[str]:
+        """What could not be evaluated, in the order the scores are defined."""
+        return [self._failed[pid] for pid in self._defined if pid in self._failed]
+
+
 def evaluate_points(
     view: CaseView, scores_defined: list[rf.PointScore], scores: dict[str, Score]
-) -> dict[str, PointResult]:
-    """Evaluate every point score of the knowledge base for one case."""
-    out = {}
-    for ps in scores_defined:
-        reported = True
-        if ps.reported_when is not None:
-            reported = evaluate_leaf(view, ps.reported_when, scores).value is not False
-        items = [_item(view, item, scores) for item in ps.items]
-        out[ps.id] = PointResult(ps, items, reported)
-    return out
+) -> Points:
+    """A case's point scores, evaluated as they are read (see :class:`Points`)."""
+    return Points(view, scores_defined, scores)
 
 
 def points_leaf(cond: rf.PointsTest, points: dict[str, PointResult]) -> LeafResult:

@@ -1,0 +1,397 @@
+"""Conclusions of one evaluated case: findings, diagnoses, recommendations.
+
+The rules that held become diagnoses, recommendations and findings, each with
+its evidence (the alternative of the rule that held, the facts it used, the
+findings it chained on, the scores it read) and its certainty (rules combined,
+evidence against, a model score on the log-odds scale). Rules that could not
+be decided are listed with the facts they lacked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from . import ruleformat as rf
+from .assessment import (
+    Assessment,
+    Block,
+    Component,
+    Diagnosis,
+    Evidence,
+    FactUsed,
+    Finding,
+    PatientSummary,
+    Recommendation,
+    RuleRef,
+    Score,
+    Undetermined,
+)
+from .caseview import CaseView
+from .certainty import combine_for_and_against, disagrees, update_with_score
+from .compiler import CompiledRule, Literal
+from .facts import Case
+from .truth import LeafSource, missing
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .knowledge import KnowledgeBase
+    from .points import Points
+
+__all__ = ["after_death", "assemble", "rule_ref"]
+
+
+def rule_ref(crule: CompiledRule) -> RuleRef:
+    return RuleRef(
+        rule_id=crule.rule.id,
+        ruleset=crule.ruleset.id,
+        ruleset_version=crule.ruleset.version,
+        title=crule.rule.title,
+        source=crule.source,
+        file=crule.file,
+        line=crule.line,
+    )
+
+
+def _dedupe(facts: list[FactUsed]) -> list[FactUsed]:
+    seen = set()
+    out = []
+    for f in facts:
+        key = (f.name, f.aggregate, str(f.value), f.time)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def assemble(
+    kb: KnowledgeBase,
+    case: Case,
+    view: CaseView,
+    leaves: LeafSource,
+    scores: dict[str, Score],
+    points: Points,
+    reached: list[int],
+    status: dict[int, bool | None],
+    found: dict[str, bool | None],
+    finding_missing: dict[str, list[str]],
+    problems: Callable[[], list[str]],
+) -> Assessment:
+    """The assessment of one case whose rules have been decided and chained.
+
+    Args:
+        kb: The knowledge base.
+        case: The case.
+        view: The case at its evaluation time.
+        leaves: Leaf results (read on demand: a rule that cannot be
+            determined reads all of its leaves to name what it lacked).
+        scores: Model scores.
+        points: Point scores (read on demand, like leaves).
+        reached: Rules that held and fired, in dependency order.
+        status: Each rule's three-valued value.
+        found: Each finding's three-valued value.
+        finding_missing: For findings that cannot be determined, what they lack.
+        problems: Called last, once every leaf read here has been evaluated:
+            what went wrong while evaluating.
+    """
+    findings: dict[str, Finding] = {}
+    diag_support: dict[str, list[tuple[rf.DiagnosisSpec, CompiledRule, Evidence]]] = {}
+    rec_support: dict[
+        str, list[tuple[rf.RecommendationSpec, CompiledRule, Evidence]]
+    ] = {}
+    blocks: dict[str, list[Block]] = {}
+    against: dict[str, list[tuple[float, str, str]]] = {}
+    disagreements: list[str] = []
+    for ri in reached:
+        crule = kb.rules[ri]
+        # The evidence is the alternative of the rule that held, not every
+        # branch it has: "diabetes: False" must not back a diabetes conclusion.
+        held = _held_conjunct(crule, leaves, found)
+        used = [
+            f
+            for kind, key, _want in sorted(held, key=str)
+            if kind == "L"
+            for f in leaves[int(key)].facts
+        ]
+        ev = Evidence(
+            rules=[rule_ref(crule)],
+            facts=_dedupe(used),
+            findings=sorted(
+                str(key) for kind, key, want in held if kind == "F" and want
+            ),
+            scores=sorted({f.name[6:] for f in used if f.name.startswith("score:")}),
+        )
+        for action in crule.rule.then:
+            if isinstance(action, rf.FindingAction) and action.finding not in findings:
+                findings[action.finding] = Finding(
+                    id=action.finding, display=action.display, evidence=ev
+                )
+            elif isinstance(action, rf.DiagnosisAction):
+                diag_support.setdefault(action.diagnosis.id, []).append(
+                    (action.diagnosis, crule, ev)
+                )
+            elif isinstance(action, rf.RecommendationAction):
+                rec_support.setdefault(action.recommendation.id, []).append(
+                    (action.recommendation, crule, ev)
+                )
+            elif isinstance(action, rf.BlockAction):
+                blocks.setdefault(action.block.recommendation, []).append(
+                    Block(rule_id=crule.rule.id, reason=action.block.reason)
+                )
+            elif isinstance(action, rf.AgainstAction):
+                against.setdefault(action.against.conclusion, []).append(
+                    (action.against.certainty, crule.rule.id, action.against.reason)
+                )
+
+    diagnoses = []
+    for did, support in diag_support.items():
+        spec = support[0][0]
+        contra = [c for c, _, _ in against.get(did, [])]
+        diagnoses.append(
+            Diagnosis(
+                id=did,
+                display=spec.display,
+                code=spec.snomed,
+                certainty=round(
+                    combine_for_and_against(
+                        (s.certainty for s, _, _ in support), contra
+                    ),
+                    4,
+                ),
+                evidence=_merge([e for _, _, e in support]),
+            )
+        )
+    recommendations = []
+    for rid, rsupport in rec_support.items():
+        rspec = rsupport[0][0]
+        contra_rules = against.get(rid, [])
+        certainty = combine_for_and_against(
+            (s.certainty for s, _, _ in rsupport), [c for c, _, _ in contra_rules]
+        )
+        method = "rules combined: 1 - prod(1 - c)"
+        if contra_rules:
+            method += "; lowered by evidence against: " + "; ".join(
+                f"{rule} ({reason})" for _, rule, reason in contra_rules
+            )
+        disagreement = False
+        if rspec.adjusted_by:
+            score = scores.get(rspec.adjusted_by)
+            model = kb.models.get(rspec.adjusted_by)
+            if score is not None and score.value is not None and model is not None:
+                prior = model.card.held_out.prevalence_train
+                disagreement = disagrees(certainty, score.value, prior)
+                certainty = update_with_score(certainty, score.value, prior)
+                method += (
+                    f"; updated by score {rspec.adjusted_by}={score.value:.3f} "
+                    f"against prior {prior:.3f} on the log-odds scale"
+                )
+            else:
+                method += f"; score {rspec.adjusted_by} not available, not updated"
+        if disagreement:
+            method += "; the rule and the model disagree strongly"
+            disagreements.append(
+                f"{rid}: the rules support it but model {rspec.adjusted_by} argues "
+                "strongly against it; review both"
+            )
+        blocked = blocks.pop(rid, [])
+        if rspec.drug is not None and view.allergic_to(rspec.drug):
+            blocked.append(
+                Block(rule_id="allergy", reason=f"recorded allergy to {rspec.drug}")
+            )
+        recommendations.append(
+            Recommendation(
+                id=rid,
+                text=rspec.text,
+                strength=rspec.strength,
+                certainty=round(certainty, 4),
+                status="blocked" if blocked else "recommended",
+                blocked_by=blocked,
+                evidence=_merge([e for _, _, e in rsupport]),
+                certainty_method=method,
+                disagreement=disagreement,
+            )
+        )
+    for rid, blocked in blocks.items():
+        text = _recommendation_text(kb, rid)
+        recommendations.append(
+            Recommendation(
+                id=rid,
+                text=text[0],
+                strength=text[1],
+                certainty=0.0,
+                status="blocked",
+                blocked_by=blocked,
+                evidence=Evidence(rules=[]),
+                certainty_method="not made: blocked",
+            )
+        )
+
+    undetermined = []
+    for ri in kb.order:
+        if status[ri] is None:
+            crule = kb.rules[ri]
+            miss = sorted(set(missing(crule.expr, leaves, found, finding_missing)))
+            details = [
+                d
+                for i in crule.leaf_indices
+                if leaves.value(i) is None
+                for d in leaves[i].detail
+            ]
+            undetermined.append(
+                Undetermined(
+                    rule_id=crule.rule.id,
+                    ruleset=crule.ruleset.id,
+                    title=crule.rule.title,
+                    missing=miss,
+                    reason="; ".join(dict.fromkeys(details))
+                    or "depends on findings that cannot be determined",
+                )
+            )
+
+    problem_list = problems()
+    state = "complete" if not problem_list else "partial"
+    if not view.readings and not case.conditions and not case.medications:
+        state = "not_evaluable"
+        problem_list.append("the case holds no readings, conditions or medications")
+    notes = [*case.notes, *view.notes, *disagreements]
+    for s in scores.values():
+        if s.out_of_range:
+            notes.append(
+                f"score {s.name}: outside the training range: "
+                f"{', '.join(s.out_of_range)}"
+            )
+    age = view.age()
+    return Assessment(
+        case_id=case.case_id,
+        source=case.source,
+        as_of=view.as_of,
+        status=state,
+        problems=problem_list,
+        patient=PatientSummary(
+            age=age,
+            sex=case.sex,
+            readings=sum(len(v) for v in view.readings.values()),
+            conditions=sorted(
+                {
+                    c.concept
+                    for c in case.conditions
+                    if c.concept and view.has_condition(c.concept)
+                }
+            ),
+            medications=sorted(
+                {
+                    m.concept
+                    for m in case.medications
+                    if m.concept and view.taking(m.concept)
+                }
+            ),
+        ),
+        diagnoses=sorted(diagnoses, key=lambda d: -d.certainty),
+        findings=[*_point_findings(kb, points), *findings.values()],
+        recommendations=recommendations,
+        scores=list(scores.values()),
+        undetermined=undetermined,
+        rules_fired=[kb.rules[ri].rule.id for ri in reached],
+        notes=notes,
+        knowledge_base=kb.info,
+    )
+
+
+def _held_conjunct(
+    crule: CompiledRule,
+    leaves: LeafSource,
+    found: Mapping[str, bool | None],
+) -> frozenset[Literal]:
+    """The first alternative (DNF conjunct) of a reached rule whose parts all hold."""
+    for conj in crule.conjuncts:
+        ok = True
+        for kind, key, want in conj:
+            if kind == "L":
+                ok = leaves.value(int(key)) is want
+            else:
+                ok = (found.get(str(key)) is True) == want
+            if not ok:
+                break
+        if ok:
+            return conj
+    return frozenset()
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def after_death(kb: KnowledgeBase, case: Case, view: CaseView) -> Assessment:
+    """A patient who died before the evaluation time gets no conclusions."""
+    assert case.deceased is not None
+    when = _aware(case.deceased)
+    return Assessment(
+        case_id=case.case_id,
+        source=case.source,
+        as_of=view.as_of,
+        status="not_evaluable",
+        problems=[
+            f"the record says the patient died on {when.date()}; nothing is "
+            "evaluated after death (evaluate as of an earlier time, e.g. "
+            "`--as-of last`)"
+        ],
+        patient=PatientSummary(age=view.age_at(when), sex=case.sex, readings=0),
+        notes=list(case.notes),
+        knowledge_base=kb.info,
+    )
+
+
+def _point_findings(kb: KnowledgeBase, points: Points) -> list[Finding]:
+    """Each reported point score as a finding, with the items behind its total."""
+    out = []
+    for ps in kb.point_scores:
+        if not points.reported(ps.id):
+            continue
+        pid, result = ps.id, points[ps.id]
+        score = result.score
+        out.append(
+            Finding(
+                id=pid,
+                display=score.title,
+                value=result.total,
+                range=(result.low, result.high),
+                missing=result.missing,
+                components=[
+                    Component(
+                        id=i.id,
+                        title=i.title,
+                        points=i.points,
+                        facts=i.facts,
+                        missing=i.missing,
+                    )
+                    for i in result.items
+                ],
+                evidence=Evidence(
+                    rules=[],
+                    facts=_dedupe([f for i in result.items for f in i.facts]),
+                ),
+            )
+        )
+    return out
+
+
+def _merge(evidence: list[Evidence]) -> Evidence:
+    rules = {r.rule_id: r for e in evidence for r in e.rules}
+    return Evidence(
+        rules=list(rules.values()),
+        facts=_dedupe([f for e in evidence for f in e.facts]),
+        findings=sorted({f for e in evidence for f in e.findings}),
+        scores=sorted({s for e in evidence for s in e.scores}),
+    )
+
+
+def _recommendation_text(kb: KnowledgeBase, rid: str) -> tuple[str, str]:
+    for crule in kb.rules:
+        for action in crule.rule.then:
+            if (
+                isinstance(action, rf.RecommendationAction)
+                and action.recommendation.id == rid
+            ):
+                return action.recommendation.text, action.recommendation.strength
+    return rid, "n/a"
