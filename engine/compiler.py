@@ -9,7 +9,9 @@ literals; each conjunct becomes one durable rule whose patterns are:
 - one ``{"t": "finding", "f": F}`` fact per finding it needs,
 - a ``none`` pattern per finding it needs to be absent, plus a ``gate`` fact
   that the engine asserts only after every lower stratum has finished, so that
-  "not finding F" is tested once F is settled (stratified negation).
+  "not finding F" is tested once F is settled (stratified negation). The
+  conjuncts of one stratum share a gate (one fact to assert, not one per
+  conjunct), up to MAX_PATTERNS_PER_FINDING of them per gate fact.
 
 Leaves and findings are separate small facts, rather than one patient fact
 with many attributes, because durable-rules fails (error 303) when one fact
@@ -253,6 +255,7 @@ def durable_definition(
     used_leaves: set[tuple[int, bool]] = set()
     used_findings: set[str] = set()
     gates: dict[int, list[str]] = {}
+    gated: dict[int, int] = {}  # conjuncts behind a gate so far, per stratum
     for ri, crule in enumerate(rules):
         crule.durable_names = []
         for ci, conj in enumerate(crule.conjuncts):
@@ -261,8 +264,13 @@ def durable_definition(
             # A gate first, then positive patterns, `none` patterns last: durable
             # evaluates a `none` against the facts joined before it.
             if any(kind == "F" and not want for kind, _k, want in conj) or not conj:
-                gates.setdefault(crule.stratum, []).append(name)
-                patterns.append({"g": {"$and": [{"t": "gate"}, {"g": name}]}})
+                k = crule.stratum
+                group = gated.get(k, 0) // MAX_PATTERNS_PER_FINDING
+                gated[k] = gated.get(k, 0) + 1
+                gate = f"s{k}_{group}"
+                if gate not in gates.setdefault(k, []):
+                    gates[k].append(gate)
+                patterns.append({"g": {"$and": [{"t": "gate"}, {"g": gate}]}})
             ordered = sorted(
                 conj, key=lambda lit: (lit[0] == "F" and not lit[2], str(lit))
             )

@@ -490,7 +490,14 @@ def evaluate_leaf(
         UnitError: If a reading's unit cannot be converted for the comparison.
     """
     if isinstance(cond, rf.FactComparison):
-        return _comparison(view, cond)
+        # The same comparison stands in many rules: its result is kept per case
+        # (the result is only read, never changed, by those that combine it).
+        key = ("evaluated", _identity(cond))
+        found = view.cache.get(key)
+        if found is None:
+            found = view.cache[key] = _comparison(view, cond)
+        assert isinstance(found, LeafResult)
+        return found
     if isinstance(cond, rf.PointsTest):
         from .points import points_leaf
 
@@ -548,6 +555,13 @@ def decide_leaf(
     if isinstance(cond, rf.Not):
         inner = decide_leaf(view, cond.not_, scores, points)
         return None if inner is None else not inner
+    if isinstance(cond, rf.ConditionTest):
+        since = parse_duration(cond.for_more_than) if cond.for_more_than else None
+        return view.has_condition(cond.condition, since)
+    if isinstance(cond, rf.MedicationTest):
+        return view.taking(cond.taking)
+    if isinstance(cond, rf.AllergyTest):
+        return view.allergic_to(cond.allergic_to)
     if isinstance(cond, rf.FactComparison):
         # Rules repeat comparisons ("adult" in most of them): each distinct
         # one is decided once per case.
