@@ -104,6 +104,47 @@ def _first_equal(kb: KnowledgeBase) -> list[int]:
     return found
 
 
+# A conjunct's leaf literals, filed under its first one.
+_Conjuncts = dict[tuple[int, bool], list[tuple[tuple[int, bool], ...]]]
+_leaf_parts: WeakKeyDictionary[KnowledgeBase, _Conjuncts] = WeakKeyDictionary()
+
+
+def _conjunct_leaves(kb: KnowledgeBase) -> _Conjuncts:
+    """Every matcher conjunct's leaf literals, filed under its first literal."""
+    found = _leaf_parts.get(kb)
+    if found is None:
+        found = {}
+        for crule in kb.rules:
+            for conj in crule.conjuncts:
+                lits = tuple(
+                    sorted((int(k), want) for kind, k, want in conj if kind == "L")
+                )
+                if lits:
+                    found.setdefault(lits[0], []).append(lits)
+        _leaf_parts[kb] = found
+    return found
+
+
+def _live_leaf_facts(kb: KnowledgeBase, leaves: _Leaves) -> list[dict[str, object]]:
+    """The leaf facts that complete the leaf part of some matcher conjunct.
+
+    A conjunct fires only when every one of its leaf facts is there, so a leaf
+    fact whose every conjunct has some other leaf literal that does not hold
+    can complete nothing: leaving it out changes no firing, and each fact the
+    matcher does not see saves a call into it. The matcher still chains every
+    finding and every negation, and the cross-check still sees every
+    conjunct that could fire.
+    """
+    decided = dict(leaves.decided())
+    live: set[tuple[int, bool]] = set()
+    index = _conjunct_leaves(kb)
+    for first in decided.items():
+        for lits in index.get(first, ()):
+            if all(decided.get(i) is want for i, want in lits):
+                live.update(lits)
+    return [{"t": "leaf", "k": i, "v": v} for i, v in sorted(live)]
+
+
 def _view(kb: KnowledgeBase, case: Case, as_of: datetime) -> CaseView:
     view = CaseView(case, as_of, kb.catalogue)
     view.run_calculations(kb.calculations)
@@ -259,15 +300,11 @@ def _run(
             else:
                 found.setdefault(f, False)
 
-    # The matcher chains the findings from the leaves that were decided. Before
-    # each stratum's gates, findings settled below it that cannot be determined
+    # The matcher chains the findings from the decided leaves that can complete
+    # a conjunct (see _live_leaf_facts). Before each stratum's gates, findings settled below it that cannot be determined
     # are asserted as unknown, so that "not F" does not fire on an F that might
     # hold.
-    facts = [
-        {"t": "leaf", "k": i, "v": v}
-        for i, v in leaves.decided()
-        if (i, v) in kb.used_leaves
-    ]
+    facts = _live_leaf_facts(kb, leaves)
     with kb.matcher.session() as session:
         kb.matcher.assert_facts(session, facts)
         for k, gates in enumerate(kb.gates):
