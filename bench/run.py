@@ -12,15 +12,35 @@ It measures, on the shared Synthea bundles (../shared/data/fhir):
     (``evaluate_chunk``: chunks of 16, one model call per chunk, JSON out);
 (b) evaluation from prepared facts (Case objects already read), one case at a
     time and in chunks, with the time of each stage;
-(c) raw durable-rules: the knowledge base's compiled ruleset on its own host,
-    driven directly with the leaf facts, unknown findings and gates each case
-    asserts (recorded from a real evaluation), and nothing else;
-(d) plain Python: the engine's three-valued pass alone over the same rules,
-    with the same leaf values;
+(c) thresholds in the matcher: durable-rules doing the work the engine moves
+    out of it. The engine's compiled rulesets (the same conjuncts, gates and
+    finding patterns), registered afresh on a host of their own, in which each
+    pattern on a *flat* leaf (one numeric fact against cut points, on one
+    reading, no duration; the report gives their number) is a durable test
+    (``$gte``, ``$lt``...) on a value fact ``{"t": "val", "k": L, "x": n}``.
+    Per case it times: a fresh session, the start fact, the case's prepared
+    facts one at a time (a value fact per flat leaf with a value, a truth fact
+    per other decided leaf some pattern uses, the engine's unknown findings
+    and gates), the chaining they set off, and deleting the session. The
+    actions only note the rule and assert its findings once per session. Not
+    timed: evaluating the leaves (with the engine's own code, in full, with no
+    short-circuit) and building the facts, done once per case beforehand;
+(c0) the matcher alone, with the leaf results given: the engine's own ruleset
+    and host, driven with exactly the facts the engine asserted for the case
+    (its leaf truth facts, unknown findings, gates; recorded from one real
+    evaluation). This is a floor under (b)'s matcher share, which (b)
+    contains, so (b) can never be faster than (c0);
+(d) plain Python, on (c)'s prepared values and truth values: the flat
+    comparisons in Python (the same cut points and units as (c)'s patterns),
+    then the three-valued pass (``engine.truth.truth``) over every rule in
+    dependency order;
 (e) batch throughput (``run_batch``) with 1 and 2 worker processes, best of 3;
 (f) resident memory after 1k, 10k and 100k evaluations.
 
-It is not part of the test suite. Figures go to stdout as Markdown.
+(c), (c0) and (d) run over the same cases (those that reach the rules), 3x the
+passes of (a) and (b); each is checked once, untimed, against the rules the
+engine reports as fired for each case. It is not part of the test suite.
+Figures go to stdout as Markdown.
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +66,8 @@ sys.path.insert(0, str(ROOT))
 import durable  # noqa: E402
 
 import engine.evaluation as evaluation  # noqa: E402
+from bench import baselines  # noqa: E402
+from bench.baselines import as_of  # noqa: E402
 from engine import Case, KnowledgeBase, read_input  # noqa: E402
 from engine.batch import (  # noqa: E402
     CHUNK_SIZE,
@@ -55,7 +78,6 @@ from engine.batch import (  # noqa: E402
     run_batch,
 )
 from engine.bulk import WorkItem  # noqa: E402
-from engine.chaining import Session  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "fhir"
 
@@ -116,90 +138,6 @@ def step(name: str) -> Iterator[None]:
     print(f"  {name}: {took:.1f} s", file=sys.stderr)
 
 
-# --- what each case asserts ----------------------------------------------------------
-
-
-class Recording:
-    """Per case: the fact batches asserted into the matcher, and the leaves.
-
-    One real evaluation of each case is watched: the matcher's
-    ``assert_facts`` calls give (c) exactly what the engine asserts, and the
-    leaf results handed to the three-valued pass give (d) its inputs.
-    """
-
-    def __init__(self, kb: KnowledgeBase, cases: list[Case]) -> None:
-        self.batches: list[list[list[dict[str, Any]]]] = []
-        self.leaves: list[dict[int, Any]] = []
-        matcher = kb.matcher
-        real_assert, real_truth = matcher.assert_facts, evaluation._truth
-        current: list[list[dict[str, Any]]] = []
-        seen: list[dict[int, Any]] = []
-
-        def record_assert(session: Session, facts: list[dict[str, Any]]) -> None:
-            current.append([dict(f) for f in facts])
-            real_assert(session, facts)
-
-        def record_truth(expr: Any, leaves: Any, found: Any) -> Any:
-            if not seen:
-                seen.append(leaves)
-            return real_truth(expr, leaves, found)
-
-        matcher.assert_facts = record_assert  # type: ignore[method-assign]
-        evaluation._truth = record_truth
-        try:
-            for case in cases:
-                current.clear()
-                seen.clear()
-                kb.evaluate(case, as_of=case.last_recorded)
-                self.batches.append([list(b) for b in current])
-                # A case that reaches no rule (e.g. the patient died before
-                # as_of) has no leaves; (c) and (d) leave it out.
-                self.leaves.append(seen[0] if seen else {})
-        finally:
-            matcher.assert_facts = real_assert  # type: ignore[method-assign]
-            evaluation._truth = real_truth
-
-
-def raw_durable(kb: KnowledgeBase, batches: list[list[dict[str, Any]]], n: int) -> Any:
-    """(c): the host, the start fact, the recorded facts, the session deleted.
-
-    The ruleset's own actions stay (they assert the findings that chain, and
-    need a session record to write to); no lock, context manager, per-fact
-    error handling, cross-check or assessment.
-    """
-    matcher = kb.matcher
-    host, name = matcher._host, matcher.name
-    sid = f"raw{n}"
-    matcher._sessions[sid] = Session(sid)
-    try:
-        host.assert_fact(name, {"t": "start", "sid": sid})
-        for batch in batches:
-            for fact in batch:
-                try:
-                    host.assert_fact(name, {**fact, "sid": sid})
-                except Exception:  # durable's "no rule matched": normal
-                    pass
-    finally:
-        host.delete_state(name, sid)
-        del matcher._sessions[sid]
-
-
-def three_valued(kb: KnowledgeBase, leaves: dict[int, Any]) -> dict[str, Any]:
-    """(d): the three-valued pass over every rule, in dependency order."""
-    found: dict[str, bool | None] = {}
-    for ri in kb.order:
-        crule = kb.rules[ri]
-        value = evaluation._truth(crule.expr, leaves, found)
-        for f in crule.produces:
-            if value is True:
-                found[f] = True
-            elif value is None and found.get(f) is not True:
-                found[f] = None
-            else:
-                found.setdefault(f, False)
-    return found
-
-
 # --- the measurements ---------------------------------------------------------------
 
 
@@ -211,7 +149,7 @@ def pipeline(kb: KnowledgeBase, paths: list[Path], repeat: int) -> dict[str, Row
     def one(path: Path) -> Callable[[], Any]:
         def call() -> Any:
             case = read_input(path, catalogue=kb.catalogue)
-            return kb.evaluate(case, as_of=case.last_recorded).model_dump_json()
+            return kb.evaluate(case, as_of=as_of(case)).model_dump_json()
 
         return call
 
@@ -226,12 +164,12 @@ def pipeline(kb: KnowledgeBase, paths: list[Path], repeat: int) -> dict[str, Row
 
 def prepared(kb: KnowledgeBase, cases: list[Case], repeat: int) -> dict[str, Row]:
     def one(case: Case) -> Callable[[], Any]:
-        return lambda: evaluation.evaluate_case(kb, case, case.last_recorded)
+        return lambda: evaluation.evaluate_case(kb, case, as_of(case))
 
     chunks = [cases[i : i + CHUNK_SIZE] for i in range(0, len(cases), CHUNK_SIZE)]
 
     def chunk(c: list[Case]) -> Callable[[], Any]:
-        times = [x.last_recorded for x in c]
+        times = [as_of(x) for x in c]
         return lambda: evaluation.evaluate_cases(kb, c, times)
 
     single = timed([one(c) for c in cases], repeat)
@@ -240,8 +178,18 @@ def prepared(kb: KnowledgeBase, cases: list[Case], repeat: int) -> dict[str, Row
     return {"single": single, "chunked": together}
 
 
-def stages(kb: KnowledgeBase, cases: list[Case], rec: Recording, repeat: int) -> Row:
-    """Mean ms per case of the stages of (b), chunked as the batch does."""
+def stages(
+    kb: KnowledgeBase,
+    cases: list[Case],
+    recorded: list[baselines.Recorded | None],
+    repeat: int,
+) -> Row:
+    """Mean ms per case of the stages of (b), chunked as the batch does.
+
+    The leaves are evaluated as the three-valued pass reads them, so the two
+    are one stage, left in "the rest" with point scores and the assessment.
+    (c0) is shown beside the adapter, over the same cases; it is not a stage.
+    """
     out: dict[str, float] = {}
     n = len(cases) * repeat
 
@@ -252,9 +200,9 @@ def stages(kb: KnowledgeBase, cases: list[Case], rec: Recording, repeat: int) ->
                 call(case, i)
         return (time.perf_counter() - start) / n * 1000
 
-    views = [evaluation._view(kb, c, c.last_recorded) for c in cases]
+    views = [evaluation._view(kb, c, as_of(c)) for c in cases]
     out["case view and calculations"] = mean(
-        lambda c, _i: evaluation._view(kb, c, c.last_recorded)
+        lambda c, _i: evaluation._view(kb, c, as_of(c))
     )
     start = time.perf_counter()
     for _ in range(repeat):
@@ -266,20 +214,89 @@ def stages(kb: KnowledgeBase, cases: list[Case], rec: Recording, repeat: int) ->
                 ]
                 model.score_many(rows)
     out["model scores (one call per chunk)"] = (time.perf_counter() - start) / n * 1000
-    out["three-valued pass"] = mean(
-        lambda _c, i: three_valued(kb, rec.leaves[i]) if rec.leaves[i] else None
-    )
 
+    # A case that reaches no rule asserts nothing, in the engine as here.
     def adapter(_c: Case, i: int) -> None:
-        with kb.matcher.session() as session:
-            for batch in rec.batches[i]:
-                kb.matcher.assert_facts(session, batch)
+        r = recorded[i]
+        if r is not None:
+            with kb.matcher.session() as session:
+                for batch in r.batches:
+                    kb.matcher.assert_facts(session, batch)
+
+    def floor(_c: Case, i: int) -> None:
+        r = recorded[i]
+        if r is not None:
+            baselines.raw_durable(kb, r.batches, f"stage{i}")
 
     out["matcher through the engine's adapter"] = mean(adapter)
-    out["raw durable-rules (c)"] = mean(
-        lambda _c, i: raw_durable(kb, rec.batches[i], i)
-    )
+    out[FLOOR] = mean(floor)
     return out
+
+
+FLOOR = "(c0) the matcher alone, same facts (not a stage: inside the adapter)"
+
+
+class Baselines:
+    """(c), (c0) and (d), their per-case inputs, and their agreement.
+
+    Built once, untimed: the (c) ruleset, the prepared facts of every case
+    that reaches the rules, and one run of each baseline per case compared
+    with the rules the engine reported as fired.
+    """
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        cases: list[Case],
+        recorded: list[baselines.Recorded | None],
+    ) -> None:
+        self.kb = kb
+        self.flats = baselines.flat_leaves(kb)
+        self.thresholds = baselines.ThresholdMatcher(kb, self.flats)
+        self.ruled = [i for i, r in enumerate(recorded) if r is not None]
+        self.recorded = [r for r in recorded if r is not None]
+        self.prepared = [
+            baselines.prepare(kb, cases[i], r, self.flats)
+            for i, r in zip(self.ruled, self.recorded, strict=True)
+        ]
+        self._runs = 0
+
+        # Rule ids, as the assessment gives them.
+        def ids(fired: set[int]) -> frozenset[str]:
+            return frozenset(kb.rules[ri].rule.id for ri in fired)
+
+        self.agree: dict[str, int] = {"c": 0, "c0": 0, "d": 0}
+        self.differ: dict[str, list[str]] = {"c": [], "c0": [], "d": []}
+        for n, r in enumerate(self.recorded):
+            got = {
+                "c": ids(self.c(n)),
+                "c0": ids(self.c0(n)),
+                "d": ids(self.d(n)),
+            }
+            for part, fired in got.items():
+                if fired == r.rules_fired:
+                    self.agree[part] += 1
+                else:
+                    extra, lacking = fired - r.rules_fired, r.rules_fired - fired
+                    self.differ[part].append(
+                        f"{cases[self.ruled[n]].case_id}: +{sorted(extra)} "
+                        f"-{sorted(lacking)}"
+                    )
+
+    def c(self, n: int) -> set[int]:
+        """(c) on the n-th case that reaches the rules."""
+        return self.thresholds.run(self.prepared[n].facts)
+
+    def c0(self, n: int) -> set[int]:
+        """(c0) on the n-th case that reaches the rules."""
+        self._runs += 1
+        return baselines.raw_durable(
+            self.kb, self.recorded[n].batches, f"raw{self._runs}"
+        )
+
+    def d(self, n: int) -> set[int]:
+        """(d) on the n-th case that reaches the rules."""
+        return baselines.plain_python(self.kb, self.flats, self.prepared[n])
 
 
 def machine_busy() -> float:
@@ -330,7 +347,7 @@ def memory(kb: KnowledgeBase, cases: list[Case], total: int) -> list[tuple[int, 
     while len(out) < len(marks):
         for i in range(0, len(cases), CHUNK_SIZE):
             part = cases[i : i + CHUNK_SIZE]
-            evaluation.evaluate_cases(kb, part, [c.last_recorded for c in part])
+            evaluation.evaluate_cases(kb, part, [as_of(c) for c in part])
             done += len(part)
             if done >= marks[len(out)]:
                 gc.collect()
@@ -380,9 +397,10 @@ def report_speed(
     a: dict[str, Row],
     b: dict[str, Row],
     c: Row,
+    c0: Row,
     d: Row,
     parts: dict[str, float],
-    ruled: int,
+    base: Baselines,
     total: int,
 ) -> None:
     print("| measurement | throughput | p50 ms | p99 ms | calls |")
@@ -391,23 +409,45 @@ def report_speed(
     print(line("(a) full pipeline, batch chunks of 16 (latency per chunk)", a["batch"]))
     print(line("(b) prepared facts, one case at a time", b["single"]))
     print(line("(b) prepared facts, chunks of 16 (latency per chunk)", b["chunked"]))
-    print(line("(c) raw durable-rules, same ruleset and facts", c))
-    print(line("(d) plain Python three-valued pass", d))
+    print(line("(c) durable-rules, flat threshold tests in the matcher", c))
+    print(line("(c0) the matcher alone, leaf results given (floor of (b))", c0))
+    print(line("(d) plain Python, flat comparisons and three-valued pass", d))
+    ruled = len(base.ruled)
     if ruled < total:
         print(
-            f"\n(c) and (d) run over the {ruled} cases that reach the rules; "
+            f"\n(c), (c0) and (d) run over the {ruled} cases that reach the rules; "
             f"{total - ruled} are concluded without them (the patient died "
             "before the evaluation time)."
         )
-    ratio = (1000 / b["chunked"]["rate"]) / (1000 / c["rate"])
-    print(f"\n(b) chunked / (c): {ratio:.1f}x\n")
+    prepared = base.prepared
+    asserted = statistics.mean(len(p.facts) for p in prepared)
+    valued = statistics.mean(len(p.values) for p in prepared)
+    engine = statistics.mean(sum(len(x) for x in r.batches) for r in base.recorded)
+    print(
+        f"\nFacts per case: (c) {asserted:.1f}, {valued:.1f} of them value facts "
+        f"(of {len(base.flats)} flat leaves); (c0) {engine:.1f}, those the engine "
+        "asserted."
+    )
+    agree = ", ".join(
+        f"({part}) {base.agree[part]} of {ruled}" for part in ("c", "c0", "d")
+    )
+    print(f"\nCases whose fired rules equal the engine's `rules_fired`: {agree}.")
+    for part, differ in base.differ.items():
+        for text in differ:
+            print(f"- ({part}) differs on {text}")
+    whole = 1000 / b["chunked"]["rate"]
+    print(f"\n(b) chunked / (c): {whole / (1000 / c['rate']):.1f}x  ")
+    print(f"(b) chunked / (c0): {whole / (1000 / c0['rate']):.1f}x  ")
+    print(f"(c) / (d): {(1000 / c['rate']) / (1000 / d['rate']):.1f}x\n")
     print("| stage of (b), ms per case | ms |")
     print("|---|---|")
     for name, ms in parts.items():
         print(f"| {name} | {ms:.3f} |")
-    whole = 1000 / b["chunked"]["rate"]
-    known = sum(ms for name, ms in parts.items() if not name.startswith("raw"))
-    print(f"| leaves, point scores, assessment (the rest) | {whole - known:.3f} |")
+    known = sum(ms for name, ms in parts.items() if name != FLOOR)
+    print(
+        "| leaves and three-valued pass, point scores, assessment (the rest) "
+        f"| {whole - known:.3f} |"
+    )
     print(f"| whole of (b), chunked | {whole:.3f} |\n")
 
 
@@ -464,8 +504,10 @@ def main() -> None:
     gc.collect()
     gc.freeze()  # as the batch workers do (engine.batch.KnowledgeBaseSpec.prepare)
     with step("recording what each case asserts"):
-        rec = Recording(kb, cases)
-    ruled = [i for i in range(len(cases)) if rec.leaves[i]]
+        recorded = baselines.record(kb, cases)
+    with step("preparing (c) and (d), checking them against the engine"):
+        base = Baselines(kb, cases, recorded)
+    ruled = range(len(base.ruled))
     # Warm up: the unit parser, validators and caches fill on first use.
     pipeline(kb, paths[:20], 1)
 
@@ -474,20 +516,15 @@ def main() -> None:
             a = pipeline(kb, paths, args.repeat)
         with step("(b) prepared facts"):
             b = prepared(kb, cases, args.repeat)
-            parts = stages(kb, cases, rec, args.repeat)
-        with step("(c) raw durable-rules"):
-            c = timed(
-                [
-                    (lambda i=i: raw_durable(kb, rec.batches[i], 10**5 + i))
-                    for i in ruled
-                ],
-                args.repeat * 3,
-            )
+            parts = stages(kb, cases, recorded, args.repeat)
+        # (c), (c0) and (d) are short: three times the passes, for steadier
+        # figures.
+        with step("(c) thresholds in the matcher"):
+            c = timed([partial(base.c, n) for n in ruled], args.repeat * 3)
+        with step("(c0) the matcher alone"):
+            c0 = timed([partial(base.c0, n) for n in ruled], args.repeat * 3)
         with step("(d) plain Python"):
-            d = timed(
-                [(lambda i=i: three_valued(kb, rec.leaves[i])) for i in ruled],
-                args.repeat * 3,
-            )
+            d = timed([partial(base.d, n) for n in ruled], args.repeat * 3)
     peak_before_batch = peak_mb()
     if "e" in run:
         with step("(e) batch, 1 and 2 workers"):
@@ -502,14 +539,15 @@ def main() -> None:
         with step("(f) memory"):
             f = memory(kb, cases, args.memory_cases)
 
-    facts = statistics.mean(sum(len(x) for x in rec.batches[i]) for i in ruled)
+    facts = statistics.mean(sum(len(b) for b in r.batches) for r in base.recorded)
     print(f"# cdss benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print(f"Machine: {machine()}  ")
     print(f"Command: `.venv/bin/python bench/run.py {' '.join(sys.argv[1:])}`  ")
     print(
         f"Knowledge base: {len(kb.rules)} rules in {len(kb.files)} rulesets, "
-        f"{len(kb.models)} models, {len(kb.leaves)} leaves, {len(kb.gates)} strata; "
-        f"{facts:.1f} facts asserted per case on average; content hash "
+        f"{len(kb.models)} models, {len(kb.leaves)} leaves ({len(base.flats)} flat), "
+        f"{len(kb.gates)} strata; the engine asserts {facts:.1f} facts per case on "
+        f"average; content hash "
         f"{kb.info.content_hash[:12]}  "
     )
     took = time.perf_counter() - began
@@ -519,7 +557,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} at the end\n"
     )
     if speed:
-        report_speed(a, b, c, d, parts, len(ruled), len(cases))
+        report_speed(a, b, c, c0, d, parts, base, len(cases))
     if "e" in run:
         report_batch(e1, e2)
     if "f" in run:
