@@ -22,9 +22,10 @@ from weakref import WeakKeyDictionary
 from .assessment import Assessment, Score
 from .caseview import CaseView
 from .conclusions import after_death, assemble
+from .decisions import decider
 from .errors import EvaluationError, UnitError
 from .facts import Case
-from .leaves import LeafResult, decide_leaf, evaluate_leaf
+from .leaves import LeafResult, evaluate_leaf
 from .points import Points
 from .truth import missing, truth
 from .units import convert
@@ -201,8 +202,8 @@ class _Leaves:
     """A case's leaves, each evaluated the first time a rule reads it.
 
     The three-valued pass short-circuits (:func:`engine.truth.truth`) and
-    reads only values (:func:`engine.leaves.decide_leaf`, which stops a
-    combination at its first deciding part): a rule whose guard is false ("has
+    reads only values (:mod:`engine.decisions`, which stops a combination at
+    its first deciding part): a rule whose guard is false ("has
     atrial fibrillation") never reads its other leaves, and for most rules of
     most cases that is most of the work. The full result, with the facts used
     and what was missing, is built only for the leaves a conclusion shows or a
@@ -229,8 +230,8 @@ class _Leaves:
         if first in self._values:
             return self._values[first]
         try:
-            value = decide_leaf(
-                self._view, self._conditions[first], self._scores, self._points
+            value = decider(self._conditions[first])(
+                self._view, self._scores, self._points
             )
         except UnitError as err:
             self._failed[first] = f"a condition could not be evaluated: {err}"
@@ -301,9 +302,9 @@ def _run(
                 found.setdefault(f, False)
 
     # The matcher chains the findings from the decided leaves that can complete
-    # a conjunct (see _live_leaf_facts). Before each stratum's gates, findings settled below it that cannot be determined
-    # are asserted as unknown, so that "not F" does not fire on an F that might
-    # hold.
+    # a conjunct (see _live_leaf_facts). Before each stratum's gates, findings
+    # settled below it that cannot be determined are asserted as unknown, so
+    # that "not F" does not fire on an F that might hold.
     facts = _live_leaf_facts(kb, leaves)
     with kb.matcher.session() as session:
         kb.matcher.assert_facts(session, facts)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "LeafResult",
     "Threshold",
-    "decide_leaf",
+    "compare_fact",
+    "condition_key",
     "evaluate_leaf",
     "compare_value",
     "parse_threshold",
@@ -248,7 +249,7 @@ def value_for_band(
     return agg, fact.unit, used
 
 
-def _comparison(
+def compare_fact(
     view: CaseView, cond: rf.FactComparison, evidence: bool = True
 ) -> LeafResult:
     """A fact compared with cut points; without ``evidence``, the value alone."""
@@ -492,10 +493,10 @@ def evaluate_leaf(
     if isinstance(cond, rf.FactComparison):
         # The same comparison stands in many rules: its result is kept per case
         # (the result is only read, never changed, by those that combine it).
-        key = ("evaluated", _identity(cond))
+        key = ("evaluated", condition_key(cond))
         found = view.cache.get(key)
         if found is None:
-            found = view.cache[key] = _comparison(view, cond)
+            found = view.cache[key] = compare_fact(view, cond)
         assert isinstance(found, LeafResult)
         return found
     if isinstance(cond, rf.PointsTest):
@@ -530,52 +531,10 @@ def evaluate_leaf(
     raise TypeError(f"not a fact-level condition: {type(cond).__name__}")
 
 
-def decide_leaf(
-    view: CaseView,
-    cond: rf.Condition,
-    scores: dict[str, Score],
-    points: dict[str, PointResult] | None = None,
-) -> bool | None:
-    """The value :func:`evaluate_leaf` gives, without the evidence behind it.
-
-    Combinations stop at the first part that decides them (a false part of
-    ``all``, a true part of ``any``), so a rule's guard spares the rest of
-    its conditions; the evidence of a leaf is built only for the leaves a
-    conclusion shows (:func:`evaluate_leaf`).
-
-    Raises:
-        UnitError: If a reading's unit cannot be converted for the comparison.
-    """
-    if isinstance(cond, rf.AllOf):
-        return _decide_at_least(view, len(cond.all), cond.all, scores, points)
-    if isinstance(cond, rf.AnyOf):
-        return _decide_at_least(view, 1, cond.any, scores, points)
-    if isinstance(cond, rf.AtLeastOf):
-        return _decide_at_least(view, cond.at_least, cond.of, scores, points)
-    if isinstance(cond, rf.Not):
-        inner = decide_leaf(view, cond.not_, scores, points)
-        return None if inner is None else not inner
-    if isinstance(cond, rf.ConditionTest):
-        since = parse_duration(cond.for_more_than) if cond.for_more_than else None
-        return view.has_condition(cond.condition, since)
-    if isinstance(cond, rf.MedicationTest):
-        return view.taking(cond.taking)
-    if isinstance(cond, rf.AllergyTest):
-        return view.allergic_to(cond.allergic_to)
-    if isinstance(cond, rf.FactComparison):
-        # Rules repeat comparisons ("adult" in most of them): each distinct
-        # one is decided once per case.
-        key = ("decided", _identity(cond))
-        if key not in view.cache:
-            view.cache[key] = _comparison(view, cond, evidence=False).value
-        return view.cache[key]  # type: ignore[return-value]
-    return evaluate_leaf(view, cond, scores, points).value
-
-
 _identities: dict[int, tuple[rf.FactComparison, str]] = {}
 
 
-def _identity(cond: rf.FactComparison) -> str:
+def condition_key(cond: rf.FactComparison) -> str:
     """The comparison's content, as text (worked out once per condition)."""
     hit = _identities.get(id(cond))
     if hit is None or hit[0] is not cond:
@@ -583,29 +542,3 @@ def _identity(cond: rf.FactComparison) -> str:
             _identities.clear()
         hit = _identities[id(cond)] = (cond, cond.model_dump_json())
     return hit[1]
-
-
-def _decide_at_least(
-    view: CaseView,
-    k: int,
-    parts: list[rf.Condition],
-    scores: dict[str, Score],
-    points: dict[str, PointResult] | None,
-) -> bool | None:
-    # Kleene's logic, as _combine_all and _combine_at_least decide it.
-    if k <= 0:
-        return True
-    true = unknown = 0
-    left = len(parts)
-    for part in parts:
-        left -= 1
-        value = decide_leaf(view, part, scores, points)
-        if value is True:
-            true += 1
-            if true >= k:
-                return True
-        elif value is None:
-            unknown += 1
-        if true + unknown + left < k:
-            return False
-    return None
