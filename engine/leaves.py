@@ -487,18 +487,29 @@ def evaluate_leaf(
 ) -> LeafResult:
     """Evaluate a finding-free condition in three values.
 
+    The same condition stands in many rules (an "adult" test, a ruleset's
+    scope): its result is kept per case under its content. A result is only
+    read, never changed, by what combines it.
+
     Raises:
         UnitError: If a reading's unit cannot be converted for the comparison.
     """
+    key = ("evaluated", condition_key(cond))
+    found = view.cache.get(key)
+    if found is None:
+        found = view.cache[key] = _evaluate(view, cond, scores, points)
+    assert isinstance(found, LeafResult)
+    return found
+
+
+def _evaluate(
+    view: CaseView,
+    cond: rf.Condition,
+    scores: dict[str, Score],
+    points: dict[str, PointResult] | None,
+) -> LeafResult:
     if isinstance(cond, rf.FactComparison):
-        # The same comparison stands in many rules: its result is kept per case
-        # (the result is only read, never changed, by those that combine it).
-        key = ("evaluated", condition_key(cond))
-        found = view.cache.get(key)
-        if found is None:
-            found = view.cache[key] = compare_fact(view, cond)
-        assert isinstance(found, LeafResult)
-        return found
+        return compare_fact(view, cond)
     if isinstance(cond, rf.PointsTest):
         from .points import points_leaf
 
@@ -531,14 +542,17 @@ def evaluate_leaf(
     raise TypeError(f"not a fact-level condition: {type(cond).__name__}")
 
 
-_identities: dict[int, tuple[rf.FactComparison, str]] = {}
+_identities: dict[int, tuple[rf.Condition, str]] = {}
 
 
-def condition_key(cond: rf.FactComparison) -> str:
-    """The comparison's content, as text (worked out once per condition)."""
+def condition_key(cond: rf.Condition) -> str:
+    """The condition's content, as text (worked out once per condition)."""
     hit = _identities.get(id(cond))
     if hit is None or hit[0] is not cond:
         if len(_identities) >= 4096:
             _identities.clear()
-        hit = _identities[id(cond)] = (cond, cond.model_dump_json())
+        hit = _identities[id(cond)] = (
+            cond,
+            f"{type(cond).__name__} {cond.model_dump_json()}",
+        )
     return hit[1]

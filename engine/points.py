@@ -19,7 +19,13 @@ from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView
 from .errors import UnitError
-from .leaves import LeafResult, evaluate_leaf, text_matches, value_for_band
+from .leaves import (
+    LeafResult,
+    compare_value,
+    evaluate_leaf,
+    text_matches,
+    value_for_band,
+)
 
 __all__ = [
     "ItemResult",
@@ -126,17 +132,28 @@ def _in_band(
 ) -> bool:
     if isinstance(value, str):
         return text_matches(value, band.equals, band.one_of)
-    cond = rf.FactComparison(
-        fact=item.fact or "",
-        above=band.above,
-        at_least=band.at_least,
-        below=band.below,
-        at_most=band.at_most,
-    )
-    from .leaves import compare_value
-
     fact = view.catalogue.quantities[item.fact or ""]
-    return compare_value(value, unit, cond, fact)[0]
+    return compare_value(value, unit, _band_condition(item, band), fact)[0]
+
+
+_bands: dict[int, tuple[rf.Band, rf.FactComparison]] = {}
+
+
+def _band_condition(item: rf.PointItem, band: rf.Band) -> rf.FactComparison:
+    """A band's cut points as a comparison (made once per band)."""
+    hit = _bands.get(id(band))
+    if hit is None or hit[0] is not band:
+        if len(_bands) >= 4096:
+            _bands.clear()
+        cond = rf.FactComparison(
+            fact=item.fact or "",
+            above=band.above,
+            at_least=band.at_least,
+            below=band.below,
+            at_most=band.at_most,
+        )
+        hit = _bands[id(band)] = (band, cond)
+    return hit[1]
 
 
 def _item(view: CaseView, item: rf.PointItem, scores: dict[str, Score]) -> ItemResult:
