@@ -25,6 +25,23 @@ It measures, on the shared Synthea bundles (../shared/data/fhir):
     actions only note the rule and assert its findings once per session. Not
     timed: evaluating the leaves (with the engine's own code, in full, with no
     short-circuit) and building the facts, done once per case beforehand;
+(c1) (c) from the case: (c)'s facts worked out from the prepared Case objects
+    (b) is given, inside the timing, then (c)'s durable run. Per chunk of 16
+    cases (the chunks of (b)): each case's view with its calculations
+    (``_view``), one ``score_many`` call per model for the chunk, then per
+    case that reaches the rules, with no evidence and no short-circuit: the
+    point scores (on demand), each flat leaf's value (its numeric readings in
+    the window, the latest one or their aggregate, rounded and converted into
+    the leaf's cut unit as the engine compares it), every other leaf some
+    pattern uses decided by the engine's evidence-free decision
+    (``engine.decisions.decider``), the unknown findings and gates appended,
+    and the same durable run as (c). Not timed:
+    the plan (flat leaves, cut units, windows parsed, leaves patterns use),
+    done once per knowledge base as (c)'s ruleset is compiled; which cases
+    reach the rules; and the unknown-finding and gate facts, recorded from the
+    engine, as (c) has them: they come from the engine's three-valued pass,
+    which neither (c) nor (c1) performs (bench/casefacts.py). It runs over
+    all the cases, as (b) chunked does, and its latency is per chunk;
 (c0) the matcher alone, with the leaf results given: the engine's own ruleset
     and host, driven with exactly the facts the engine asserted for the case
     (its leaf truth facts, unknown findings, gates; recorded from one real
@@ -37,10 +54,19 @@ It measures, on the shared Synthea bundles (../shared/data/fhir):
 (e) batch throughput (``run_batch``) with 1 and 2 worker processes, best of 3;
 (f) resident memory after 1k, 10k and 100k evaluations.
 
-(c), (c0) and (d) run over the same cases (those that reach the rules), 3x the
-passes of (a) and (b); each is checked once, untimed, against the rules the
-engine reports as fired for each case. It is not part of the test suite.
+(c), (c0) and (d) run over the same cases (those that reach the rules); (c),
+(c1), (c0) and (d) make 3x the passes of (a) and (b). Each is checked once,
+untimed, against the rules the engine reports as fired for each case, and
+(c1)'s values and facts against (c)'s. It is not part of the test suite.
 Figures go to stdout as Markdown.
+
+Method: one process loads the knowledge base, reads the bundles into Case
+objects, then sets up its garbage collector exactly as a batch worker process
+does (``engine.batch.KnowledgeBaseSpec.prepare``: ``gc.collect()``,
+``gc.freeze()``, then young collections every ``GC_YOUNG_THRESHOLD``
+allocations instead of 700), so that (a)-(d), and (f), run under the batch
+workers' settings; the worker processes of (e) set up their own the same way.
+Latencies are ``time.perf_counter()`` around each call.
 """
 
 from __future__ import annotations
@@ -68,6 +94,7 @@ import durable  # noqa: E402
 import engine.evaluation as evaluation  # noqa: E402
 from bench import baselines  # noqa: E402
 from bench.baselines import as_of  # noqa: E402
+from bench.casefacts import CaseFacts  # noqa: E402
 from engine import Case, KnowledgeBase, read_input  # noqa: E402
 from engine.batch import (  # noqa: E402
     CHUNK_SIZE,
@@ -82,6 +109,7 @@ from engine.bulk import WorkItem  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data" / "fhir"
 
 Row = dict[str, Any]
+Fact = dict[str, Any]
 
 
 # --- measuring ---------------------------------------------------------------------
@@ -237,11 +265,12 @@ FLOOR = "(c0) the matcher alone, same facts (not a stage: inside the adapter)"
 
 
 class Baselines:
-    """(c), (c0) and (d), their per-case inputs, and their agreement.
+    """(c), (c1), (c0) and (d), their per-case inputs, and their agreement.
 
     Built once, untimed: the (c) ruleset, the prepared facts of every case
-    that reaches the rules, and one run of each baseline per case compared
-    with the rules the engine reported as fired.
+    that reaches the rules, (c1)'s plan and chunks, and one run of each
+    baseline per case compared with the rules the engine reported as fired;
+    (c1)'s facts are compared with (c)'s.
     """
 
     def __init__(
@@ -261,15 +290,31 @@ class Baselines:
         ]
         self._runs = 0
 
+        # (c1) chunks all the cases as (b) chunked does, from the same Case
+        # objects and evaluation times.
+        self.from_case = CaseFacts(kb, self.flats, self.thresholds, recorded)
+        times = [as_of(c) for c in cases]
+        self.chunks = [
+            (i, cases[i : i + CHUNK_SIZE], times[i : i + CHUNK_SIZE])
+            for i in range(0, len(cases), CHUNK_SIZE)
+        ]
+        made = [f for chunk in self.chunks for f in self.from_case.chunk(*chunk)]
+        fired_c1 = [f for n in range(len(self.chunks)) for f in self.c1(n)]
+        self.values_equal = self.facts_equal = 0
+        self.values_differ: list[str] = []
+        self.check_values(cases, made)
+
         # Rule ids, as the assessment gives them.
         def ids(fired: set[int]) -> frozenset[str]:
             return frozenset(kb.rules[ri].rule.id for ri in fired)
 
-        self.agree: dict[str, int] = {"c": 0, "c0": 0, "d": 0}
-        self.differ: dict[str, list[str]] = {"c": [], "c0": [], "d": []}
+        self.agree: dict[str, int] = {"c": 0, "c1": 0, "c0": 0, "d": 0}
+        self.differ: dict[str, list[str]] = {"c": [], "c1": [], "c0": [], "d": []}
         for n, r in enumerate(self.recorded):
+            c1 = fired_c1[self.ruled[n]]
             got = {
                 "c": ids(self.c(n)),
+                "c1": ids(c1) if c1 is not None else frozenset({"(no run)"}),
                 "c0": ids(self.c0(n)),
                 "d": ids(self.d(n)),
             }
@@ -283,9 +328,38 @@ class Baselines:
                         f"-{sorted(lacking)}"
                     )
 
+        reached = [i for i, f in enumerate(fired_c1) if f is not None]
+        if reached != self.ruled:
+            self.differ["c1"].append(f"cases run {reached}, not {self.ruled}")
+
+    def check_values(self, cases: list[Case], made: list[list[Fact] | None]) -> None:
+        """Compare (c1)'s facts, case by case, with those (c) is given.
+
+        Counts in ``values_equal`` and ``facts_equal`` the cases on which
+        (c1)'s flat-leaf values, and its whole list of facts in order, equal
+        (c)'s, and adds each differing value to ``values_differ``, as text.
+        """
+        for n, i in enumerate(self.ruled):
+            facts, given = made[i] or [], self.prepared[n]
+            mine = {f["k"]: f["x"] for f in facts if f["t"] == "val"}
+            if mine == given.values:
+                self.values_equal += 1
+            for k in sorted(mine.keys() | given.values.keys()):
+                if mine.get(k) != given.values.get(k):
+                    self.values_differ.append(
+                        f"{cases[i].case_id}: leaf {k}: (c1) {mine.get(k)!r}, "
+                        f"(c) {given.values.get(k)!r}"
+                    )
+            if facts == given.facts:
+                self.facts_equal += 1
+
     def c(self, n: int) -> set[int]:
         """(c) on the n-th case that reaches the rules."""
         return self.thresholds.run(self.prepared[n].facts)
+
+    def c1(self, n: int) -> list[set[int] | None]:
+        """(c1) on the n-th chunk of all the cases (None: reaches no rule)."""
+        return self.from_case.run(*self.chunks[n])
 
     def c0(self, n: int) -> set[int]:
         """(c0) on the n-th case that reaches the rules."""
@@ -397,6 +471,7 @@ def report_speed(
     a: dict[str, Row],
     b: dict[str, Row],
     c: Row,
+    c1: Row,
     c0: Row,
     d: Row,
     parts: dict[str, float],
@@ -410,6 +485,13 @@ def report_speed(
     print(line("(b) prepared facts, one case at a time", b["single"]))
     print(line("(b) prepared facts, chunks of 16 (latency per chunk)", b["chunked"]))
     print(line("(c) durable-rules, flat threshold tests in the matcher", c))
+    print(
+        line(
+            "(c1) (c) from the case: values prepared from the readings, then "
+            "durable (latency per chunk of 16)",
+            c1,
+        )
+    )
     print(line("(c0) the matcher alone, leaf results given (floor of (b))", c0))
     print(line("(d) plain Python, flat comparisons and three-valued pass", d))
     ruled = len(base.ruled)
@@ -417,7 +499,9 @@ def report_speed(
         print(
             f"\n(c), (c0) and (d) run over the {ruled} cases that reach the rules; "
             f"{total - ruled} are concluded without them (the patient died "
-            "before the evaluation time)."
+            f"before the evaluation time). (c1), like (b) chunked, runs over all "
+            f"{total}, in the same chunks; those {total - ruled} get their view and "
+            "model scores, then nothing."
         )
     prepared = base.prepared
     asserted = statistics.mean(len(p.facts) for p in prepared)
@@ -429,15 +513,23 @@ def report_speed(
         "asserted."
     )
     agree = ", ".join(
-        f"({part}) {base.agree[part]} of {ruled}" for part in ("c", "c0", "d")
+        f"({part}) {base.agree[part]} of {ruled}" for part in ("c", "c1", "c0", "d")
     )
     print(f"\nCases whose fired rules equal the engine's `rules_fired`: {agree}.")
     for part, differ in base.differ.items():
         for text in differ:
             print(f"- ({part}) differs on {text}")
+    print(
+        f"\n(c1)'s flat-leaf values equal those (c) is given on {base.values_equal} "
+        f"of {ruled} cases; its facts, in order, on {base.facts_equal} of {ruled}."
+    )
+    for text in base.values_differ:
+        print(f"- value differs on {text}")
     whole = 1000 / b["chunked"]["rate"]
-    print(f"\n(b) chunked / (c): {whole / (1000 / c['rate']):.1f}x  ")
+    print(f"\n(b) chunked / (c1): {whole / (1000 / c1['rate']):.1f}x  ")
+    print(f"(b) chunked / (c): {whole / (1000 / c['rate']):.1f}x  ")
     print(f"(b) chunked / (c0): {whole / (1000 / c0['rate']):.1f}x  ")
+    print(f"(c1) / (c): {(1000 / c1['rate']) / (1000 / c['rate']):.1f}x  ")
     print(f"(c) / (d): {(1000 / c['rate']) / (1000 / d['rate']):.1f}x\n")
     print("| stage of (b), ms per case | ms |")
     print("|---|---|")
@@ -501,11 +593,14 @@ def main() -> None:
     KnowledgeBaseSpec().remember(kb)
     with step("reading the bundles"):
         cases = [read_input(p, catalogue=kb.catalogue) for p in paths]
-    gc.collect()
-    gc.freeze()  # as the batch workers do (engine.batch.KnowledgeBaseSpec.prepare)
+    # The collector as a batch worker sets it (freeze what is alive, young
+    # collections every GC_YOUNG_THRESHOLD allocations). After reading: the
+    # cases live for the whole run, as no case does in a worker, and frozen
+    # they are not walked by full collections that a worker would not make.
+    KnowledgeBaseSpec().prepare()
     with step("recording what each case asserts"):
         recorded = baselines.record(kb, cases)
-    with step("preparing (c) and (d), checking them against the engine"):
+    with step("preparing (c), (c1) and (d), checking them against the engine"):
         base = Baselines(kb, cases, recorded)
     ruled = range(len(base.ruled))
     # Warm up: the unit parser, validators and caches fill on first use.
@@ -517,10 +612,16 @@ def main() -> None:
         with step("(b) prepared facts"):
             b = prepared(kb, cases, args.repeat)
             parts = stages(kb, cases, recorded, args.repeat)
-        # (c), (c0) and (d) are short: three times the passes, for steadier
-        # figures.
+        # (c), (c1), (c0) and (d) are short: three times the passes, for
+        # steadier figures.
         with step("(c) thresholds in the matcher"):
             c = timed([partial(base.c, n) for n in ruled], args.repeat * 3)
+        with step("(c1) (c) from the case"):
+            c1 = timed(
+                [partial(base.c1, n) for n in range(len(base.chunks))],
+                args.repeat * 3,
+            )
+            c1["rate"] *= len(cases) / len(base.chunks)  # cases, not chunks
         with step("(c0) the matcher alone"):
             c0 = timed([partial(base.c0, n) for n in ruled], args.repeat * 3)
         with step("(d) plain Python"):
@@ -557,7 +658,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} at the end\n"
     )
     if speed:
-        report_speed(a, b, c, c0, d, parts, base, len(cases))
+        report_speed(a, b, c, c1, c0, d, parts, base, len(cases))
     if "e" in run:
         report_batch(e1, e2)
     if "f" in run:
