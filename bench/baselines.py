@@ -35,9 +35,10 @@ from engine import Case, KnowledgeBase
 from engine import ruleformat as rf
 from engine.chaining import Session, _QuietHost
 from engine.compiler import durable_definition
+from engine.cutpoints import thresholds_of
 from engine.errors import UnitError
 from engine.evaluation import _scores, _view
-from engine.leaves import LeafResult, evaluate_leaf, thresholds_of
+from engine.leaves import LeafResult, evaluate_leaf
 from engine.points import Points
 from engine.truth import truth
 from engine.units import convert

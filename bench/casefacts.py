@@ -47,8 +47,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
 from typing import Any
 
 from bench.baselines import FlatLeaf, Recorded, ThresholdMatcher
@@ -57,10 +55,11 @@ from engine import ruleformat as rf
 from engine.assessment import Score
 from engine.caseview import CaseView, parse_duration
 from engine.catalogue import QuantityFact
+from engine.cutpoints import round_for_banding, thresholds_of
 from engine.decisions import Decider, decider
 from engine.errors import UnitError
 from engine.evaluation import _row, _score, _view
-from engine.leaves import _aggregate, thresholds_of
+from engine.leaves import _aggregate
 from engine.points import Points
 from engine.units import convert
 
@@ -72,13 +71,6 @@ Fact = dict[str, Any]
 _OPERATORS = ("above", "at_least", "below", "at_most")
 
 
-@lru_cache(maxsize=65536)
-def _half_up(text: str, decimals: int) -> float:
-    # Keyed by the number's text: 0.0 and -0.0 are equal keys as floats.
-    quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(text).quantize(quantum, rounding=ROUND_HALF_UP))
-
-
 def _as_compared(x: float, fact: QuantityFact) -> float:
     """A reading in the fact's own unit, rounded as the engine compares it.
 
@@ -86,9 +78,7 @@ def _as_compared(x: float, fact: QuantityFact) -> float:
     decimals before it is banded (an eGFR of 59.6 is compared as 60); (c)'s
     value facts carry the rounded number, so (c1)'s must too.
     """
-    if fact.decimals is None:
-        return round(x, 6)
-    return _half_up(repr(x), fact.decimals)
+    return round_for_banding(x, fact, fact.unit)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 from . import ruleformat as rf
 from .catalogue import Catalogue, QuantityFact
 from .checks import RuleSite, rule_sites
+from .cutpoints import thresholds_of
 from .errors import Problem, UnitError
-from .leaves import thresholds_of
 from .loader import LoadedFile
 from .units import convert
 

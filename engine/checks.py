@@ -14,8 +14,8 @@ from typing import Any, cast
 from . import ruleformat as rf
 from .caseview import parse_duration
 from .catalogue import Catalogue
+from .cutpoints import parse_threshold
 from .errors import Problem, UnitError
-from .leaves import parse_threshold
 from .loader import LoadedFile
 from .units import same_dimension
 

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import ruleformat as rf
 from .assessment import Assessment, FactUsed, RuleRef, Score
 from .caseview import CaseView
+from .cutpoints import thresholds_of
 from .facts import Case
-from .leaves import LeafResult, evaluate_leaf, thresholds_of
+from .leaves import LeafResult, evaluate_leaf
 from .points import PointResult, evaluate_points
 
 if TYPE_CHECKING:

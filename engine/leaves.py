@@ -10,13 +10,8 @@ and only decided leaves reach the matcher.
 
 from __future__ import annotations
 
-import operator
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
 from statistics import fmean
 from typing import TYPE_CHECKING
 
@@ -24,40 +19,28 @@ from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView, parse_duration
 from .catalogue import QuantityFact
+from .cutpoints import (
+    OPERATORS,
+    compare_value,
+    cuts_of,
+    in_unit,
+    meets_cuts,
+    round_for_banding,
+    text_matches,
+    thresholds_of,
+)
 from .facts import Reading
-from .units import convert, normalise_unit
 
 if TYPE_CHECKING:
     from .points import PointResult
 
 __all__ = [
     "LeafResult",
-    "Threshold",
     "compare_fact",
     "condition_key",
     "evaluate_leaf",
-    "compare_value",
-    "parse_threshold",
-    "text_matches",
-    "thresholds_of",
     "value_for_band",
 ]
-
-_OPS: dict[str, tuple[Callable[[float, float], bool], str]] = {
-    "above": (operator.gt, ">"),
-    "at_least": (operator.ge, ">="),
-    "below": (operator.lt, "<"),
-    "at_most": (operator.le, "<="),
-}
-_NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(.*?)\s*$")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """One cut point in one unit."""
-
-    value: float
-    unit: str
 
 
 @dataclass
@@ -70,127 +53,8 @@ class LeafResult:
     detail: list[str] = field(default_factory=list)
 
 
-@lru_cache(maxsize=4096)
-def parse_threshold(raw: str | float) -> Threshold:
-    """Parse ``140 mmHg`` into a Threshold (the unit normalised to UCUM).
-
-    Raises:
-        ValueError: If there is no number first.
-    """
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return Threshold(float(raw), "")
-    match = _NUMBER_UNIT.match(str(raw))
-    if not match:
-        raise ValueError(f"`{raw}` is not a number followed by a unit")
-    return Threshold(float(match.group(1)), normalise_unit(match.group(2)))
-
-
-def thresholds_of(raw: rf.Threshold | None) -> list[Threshold]:
-    """All cut points given for one operator (parsed once, then cached)."""
-    if raw is None:
-        return []
-    items = raw if isinstance(raw, list) else [raw]
-    return [parse_threshold(i) for i in items]
-
-
-def _round(value: float, fact: QuantityFact, unit: str) -> float:
-    # Spec 0.3: round half-up in the canonical unit before banding, so that a
-    # value on a band edge is not pushed below it by floating-point noise.
-    if unit == fact.unit and fact.decimals is not None:
-        return _half_up(repr(value), fact.decimals)
-    return round(value, 6)
-
-
-@lru_cache(maxsize=65536)
-def _half_up(value: str, decimals: int) -> float:
-    # Keyed by the value's text, not the float: 0.0 and -0.0 are equal keys.
-    quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP))
-
-
-def _in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
-    assert isinstance(reading.value, float)
-    return _round(
-        convert(reading.value, reading.unit or fact.unit, unit, fact), fact, unit
-    )
-
-
-# Per operator given: its test, its sign, and its cut points (a plain number
-# in the fact's own unit, "1" for a count).
-_Cuts = list[tuple[Callable[[float, float], bool], str, list[Threshold]]]
-_cuts_cache: dict[int, tuple[rf.FactComparison, str, _Cuts]] = {}
-
-
-def _cuts_of(cond: rf.FactComparison, fact: QuantityFact) -> _Cuts:
-    """The condition's cut points, parsed once per condition.
-
-    Kept by the condition's identity; the entry holds the condition, so the
-    identity cannot be reused while it is kept.
-    """
-    hit = _cuts_cache.get(id(cond))
-    if hit is not None and hit[0] is cond and hit[1] == fact.unit:
-        return hit[2]
-    cuts: _Cuts = []
-    for op, (test, sign) in _OPS.items():
-        given = thresholds_of(getattr(cond, op))
-        if given:
-            units = [c if c.unit else Threshold(c.value, fact.unit) for c in given]
-            cuts.append((test, sign, units))
-    if len(_cuts_cache) >= 4096:
-        _cuts_cache.clear()
-    _cuts_cache[id(cond)] = (cond, fact.unit, cuts)
-    return cuts
-
-
-def _compare(
-    value: float,
-    value_unit: str,
-    cuts: _Cuts,
-    fact: QuantityFact,
-    shown: list[str] | None,
-) -> bool:
-    """Whether the value meets every cut point; ``shown`` gets each comparison.
-
-    Without ``shown`` it stops at the first cut point the value misses.
-    """
-    ok = True
-    for test, sign, given in cuts:
-        native = next((c for c in given if c.unit == value_unit), None)
-        cut = native or given[0]
-        # Spec 0.3: round (half-up, in the canonical unit) before banding.
-        raw = value if native else convert(value, value_unit, cut.unit, fact)
-        v = _round(raw, fact, cut.unit)
-        if not test(v, cut.value):
-            ok = False
-            if shown is None:
-                return False
-        if shown is not None:
-            shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
-    return ok
-
-
-def compare_value(
-    value: float, value_unit: str, cond: rf.FactComparison, fact: QuantityFact
-) -> tuple[bool, list[str]]:
-    """Compare a value with every operator's cut point, in the value's own unit.
-
-    Spec 0.2: where a guideline gives a cut point in both unit systems, the
-    value is compared with the one for the unit it arrived in.
-    """
-    shown: list[str] = []
-    return _compare(value, value_unit, _cuts_of(cond, fact), fact, shown), shown
-
-
 def _days(view: CaseView, readings: list[Reading]) -> int:
     return len({view.time_of(r).date() for r in readings})
-
-
-def text_matches(value: str, equals: str | None, one_of: list[str] | None) -> bool:
-    """Whether a text value is the one asked for (case-insensitive)."""
-    v = value.strip().casefold()
-    if equals is not None and v != equals.strip().casefold():
-        return False
-    return one_of is None or v in {o.strip().casefold() for o in one_of}
 
 
 def _text_comparison(view: CaseView, cond: rf.FactComparison) -> LeafResult:
@@ -230,14 +94,14 @@ def value_for_band(
         )
     fact = view.catalogue.quantities[item.fact]
     values = [
-        _in_unit(r, fact.unit, fact) for r in readings if isinstance(r.value, float)
+        in_unit(r, fact.unit, fact) for r in readings if isinstance(r.value, float)
     ]
     agg = (
         fmean(values)
         if item.value == "mean"
         else (min(values) if item.value == "min" else max(values))
     )
-    agg = _round(agg, fact, fact.unit)
+    agg = round_for_banding(agg, fact, fact.unit)
     used = FactUsed(
         name=item.fact,
         value=agg,
@@ -267,7 +131,7 @@ def compare_fact(
             return LeafResult(cond.if_missing, detail=detail)
         inputs = sorted(set(view.missing_inputs.get(cond.fact, [])))
         return LeafResult(None, missing=[cond.fact, *inputs], detail=detail)
-    cuts = _cuts_of(cond, fact)
+    cuts = cuts_of(cond, fact)
     if not cuts:
         latest = readings[-1]
         if not evidence:
@@ -281,7 +145,7 @@ def compare_fact(
         passing = [
             r
             for r in readings
-            if _compare(r.value, r.unit or fact.unit, cuts, fact, None)  # type: ignore[arg-type]
+            if meets_cuts(r.value, r.unit or fact.unit, cuts, fact, None)  # type: ignore[arg-type]
         ]
         days = _days(view, passing)
         if not evidence:
@@ -296,7 +160,7 @@ def compare_fact(
     shown: list[str] | None = [] if evidence else None
     if cond.value == "latest":
         chosen = readings[-1]
-        ok = _compare(chosen.value, chosen.unit or fact.unit, cuts, fact, shown)  # type: ignore[arg-type]
+        ok = meets_cuts(chosen.value, chosen.unit or fact.unit, cuts, fact, shown)  # type: ignore[arg-type]
         if not evidence:
             return LeafResult(ok)
         return LeafResult(
@@ -321,13 +185,14 @@ def compare_fact(
         )
     units = {r.unit or fact.unit for r in readings}
     first_cut = next(
-        (thresholds_of(getattr(cond, op))[0] for op in _OPS if getattr(cond, op)), None
+        (thresholds_of(getattr(cond, op))[0] for op in OPERATORS if getattr(cond, op)),
+        None,
     )
     unit = (
         units.pop() if len(units) == 1 else (first_cut.unit if first_cut else fact.unit)
     )
     agg = _aggregate(view, cond.fact, within, cond.value, unit, readings, fact)
-    ok = _compare(agg, unit, cuts, fact, shown)
+    ok = meets_cuts(agg, unit, cuts, fact, shown)
     if not evidence:
         return LeafResult(ok)
     summary = FactUsed(
@@ -359,13 +224,13 @@ def _aggregate(
     key = ("aggregate", name, within, how, unit)
     found = view.cache.get(key)
     if found is None:
-        values = [_in_unit(r, unit, fact) for r in readings]
+        values = [in_unit(r, unit, fact) for r in readings]
         agg = (
             fmean(values)
             if how == "mean"
             else (min(values) if how == "min" else max(values))
         )
-        found = view.cache[key] = _round(agg, fact, unit)
+        found = view.cache[key] = round_for_banding(agg, fact, unit)
     assert isinstance(found, float)
     return found
 
@@ -413,7 +278,7 @@ def _used(view: CaseView, name: str, r: Reading, aggregate: str) -> FactUsed:
         and isinstance(value, float)
         and (r.unit or fact.unit) == fact.unit
     ):
-        value = _round(value, fact, fact.unit)
+        value = round_for_banding(value, fact, fact.unit)
     return FactUsed(
         name=name,
         value=value,
@@ -433,7 +298,7 @@ def _score(scores: dict[str, Score], cond: rf.ScoreTest) -> LeafResult:
             None, missing=missing, detail=[f"score {cond.score} not available"]
         )
     ok = True
-    for op, (test, _sign) in _OPS.items():
+    for op, (test, _sign) in OPERATORS.items():
         cut = getattr(cond, op)
         if cut is not None:
             ok = ok and test(score.value, float(cut))

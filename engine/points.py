@@ -18,14 +18,9 @@ from dataclasses import dataclass, field
 from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView
+from .cutpoints import compare_value, text_matches
 from .errors import UnitError
-from .leaves import (
-    LeafResult,
-    compare_value,
-    evaluate_leaf,
-    text_matches,
-    value_for_band,
-)
+from .leaves import LeafResult, evaluate_leaf, value_for_band
 
 __all__ = [
     "ItemResult",
