@@ -31,7 +31,7 @@ from .caseview import CaseView
 from .certainty import combine_for_and_against, disagrees, update_with_score
 from .compiler import CompiledRule, Literal
 from .facts import Case
-from .truth import LeafSource, missing
+from .truth import LeafSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -75,7 +75,7 @@ def assemble(
     reached: list[int],
     status: dict[int, bool | None],
     found: dict[str, bool | None],
-    finding_missing: dict[str, list[str]],
+    lacking: dict[int, list[str]],
     problems: Callable[[], list[str]],
 ) -> Assessment:
     """The assessment of one case whose rules have been decided and chained.
@@ -91,7 +91,7 @@ def assemble(
         reached: Rules that held and fired, in dependency order.
         status: Each rule's three-valued value.
         found: Each finding's three-valued value.
-        finding_missing: For findings that cannot be determined, what they lack.
+        lacking: For each rule that cannot be determined, the facts it lacks.
         problems: Called last, once every leaf read here has been evaluated:
             what went wrong while evaluating.
     """
@@ -231,7 +231,7 @@ def assemble(
     for ri in kb.order:
         if status[ri] is None:
             crule = kb.rules[ri]
-            miss = sorted(set(missing(crule.expr, leaves, found, finding_missing)))
+            miss = sorted(set(lacking[ri]))
             details = [
                 d
                 for i in crule.leaf_indices

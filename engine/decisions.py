@@ -18,17 +18,19 @@ of the bundled rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import ruleformat as rf
 from .assessment import Score
 from .caseview import CaseView, parse_duration
 from .leaves import compare_fact, condition_key, evaluate_leaf
-from .points import PointResult
+
+if TYPE_CHECKING:
+    from .points import PointResult
 
 __all__ = ["Decider", "decide_leaf", "decider"]
 
-Points: TypeAlias = Mapping[str, PointResult] | None
+Points: TypeAlias = "Mapping[str, PointResult] | None"
 Decider: TypeAlias = Callable[[CaseView, dict[str, Score], Points], bool | None]
 
 _compiled: dict[int, tuple[rf.Condition, Decider]] = {}

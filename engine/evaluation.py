@@ -287,17 +287,19 @@ def _run(
     found: dict[str, bool | None] = {}
     finding_missing: dict[str, list[str]] = {}
     status: dict[int, bool | None] = {}
+    lacking: dict[int, list[str]] = {}  # what each undecided rule lacks
     for ri in kb.order:
         crule = kb.rules[ri]
         value = truth(crule.expr, leaves, found)
         status[ri] = value
+        if value is None:
+            lacking[ri] = missing(crule.expr, leaves, found, finding_missing)
         for f in crule.produces:
             if value is True:
                 found[f] = True
             elif value is None and found.get(f) is not True:
                 found[f] = None
-                miss = missing(crule.expr, leaves, found, finding_missing)
-                finding_missing[f] = sorted({*finding_missing.get(f, []), *miss})
+                finding_missing[f] = sorted({*finding_missing.get(f, []), *lacking[ri]})
             else:
                 found.setdefault(f, False)
 
@@ -339,7 +341,7 @@ def _run(
         reached,
         status,
         found,
-        finding_missing,
+        lacking,
         lambda: [*points.problems(), *leaves.problems(), *matcher_problems],
     )
 

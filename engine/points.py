@@ -19,6 +19,7 @@ from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView
 from .cutpoints import compare_value, text_matches
+from .decisions import decide_leaf
 from .errors import UnitError
 from .leaves import LeafResult, evaluate_leaf, value_for_band
 
@@ -222,7 +223,7 @@ class Points(dict[str, PointResult]):
             try:
                 known = (
                     when is None
-                    or evaluate_leaf(self._view, when, self._scores).value is not False
+                    or decide_leaf(self._view, when, self._scores) is not False
                 )
             except UnitError as err:
                 self._failed[pid] = f"point score {pid} could not be evaluated: {err}"
