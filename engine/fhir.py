@@ -369,6 +369,8 @@ class _BundleReader:
     # Observations --------------------------------------------------------
 
     def observation(self, resource: dict[str, Any], label: str) -> None:
+        if not self.may_feed_a_fact(resource):
+            return
         obs = self.validate(Observation, resource, label)
         if obs.status in _SKIPPED_OBSERVATION:
             return
@@ -390,6 +392,47 @@ class _BundleReader:
                 when, timed = self.observation_time(obs, label), True
             for name in facts:
                 self.reading(name, quantity, when, source, f"{label} {prefix}")
+
+    def may_feed_a_fact(self, resource: dict[str, Any]) -> bool:
+        """Whether an Observation may hold a value of a catalogue fact.
+
+        Most Observations in a record (survey answers, panels of facts the
+        knowledge base does not use) feed no fact, and validating them is most
+        of the work of reading a bundle. This looks only at the codes, in the
+        raw JSON, and says False only when every code is well-formed and none
+        is a LOINC code of a fact; anything else (a code of a fact, or a code
+        element of an unexpected shape) is validated in full, so a malformed
+        Observation that could feed a fact still gets its located error.
+        """
+        codes = [resource.get("code")]
+        components = resource.get("component")
+        if components is not None:
+            if not isinstance(components, list):
+                return True
+            for component in components:
+                if not isinstance(component, dict):
+                    return True
+                codes.append(component.get("code"))
+        by_loinc = self.catalogue.fact_for_loinc
+        for code in codes:
+            if not isinstance(code, dict):
+                return True
+            coding = code.get("coding")
+            if coding is None:
+                continue
+            if not isinstance(coding, list):
+                return True
+            for item in coding:
+                if not isinstance(item, dict):
+                    return True
+                system, value = item.get("system"), item.get("code")
+                if not isinstance(system, str | None) or not isinstance(
+                    value, str | None
+                ):
+                    return True
+                if system == LOINC and value and by_loinc(value) is not None:
+                    return True
+        return False
 
     def loinc_facts(self, code: CodeableConcept) -> Iterator[str]:
         for coding in code.coding:

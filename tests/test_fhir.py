@@ -256,6 +256,52 @@ def test_unknown_and_non_loinc_codes_are_ignored() -> None:
     assert read(other, snomed, no_value).readings == {}
 
 
+def test_observation_of_no_fact_is_skipped_without_validation() -> None:
+    # A value of the wrong type would be an error, were the resource validated.
+    survey = observation("s", "72514-3", "four", "{score}", effectiveDateTime=5)
+    assert read(survey).readings == {}
+
+
+def test_observation_with_a_fact_code_among_others_is_validated() -> None:
+    obs = observation("o", "8480-6", "142", "mm[Hg]")
+    obs["code"]["coding"].insert(0, {"system": LOINC, "code": "72514-3"})
+    err = error(bundle(obs))
+    assert err.where == "Observation/o (entry 1) valueQuantity.value"
+    assert err.reason == "Input should be a valid number (found a string)"
+
+
+def test_observation_with_a_fact_code_in_a_component_is_validated() -> None:
+    panel = bp_panel("bp", 120, 80, "2024", panel="72514-3")
+    panel["component"][0]["valueQuantity"]["value"] = "120"
+    err = error(bundle(panel))
+    assert err.where == "Observation/bp (entry 1) component[0].valueQuantity.value"
+
+
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [
+        ("not an object", "code"),
+        ({"coding": {"system": LOINC}}, "code.coding"),
+        ({"coding": ["8480-6"]}, "code.coding[0]"),
+        ({"coding": [{"system": LOINC, "code": 8480}]}, "code.coding[0].code"),
+        ({"coding": [{"system": 1, "code": "x"}]}, "code.coding[0].system"),
+    ],
+)
+def test_observation_with_a_malformed_code_is_validated(code: Any, where: str) -> None:
+    # The codes cannot show that it feeds no fact, so it is not skipped.
+    obs = observation("o", "72514-3", 4, "{score}", code=code)
+    assert error(bundle(obs)).where == f"Observation/o (entry 1) {where}"
+
+
+def test_observation_with_malformed_components_is_validated() -> None:
+    obs = observation("o", "72514-3", 4, "{score}", component=[{"code": 1}])
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component[0].code"
+    obs = observation("o", "72514-3", 4, "{score}", component="x")
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component"
+    obs = observation("o", "72514-3", 4, "{score}", component=["x"])
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component[0]"
+
+
 def test_implausible_value_is_kept_with_a_note() -> None:
     case = read(observation("s", "8480-6", 400, "mm[Hg]"))
     assert case.readings["systolic_bp"][0].value == 400.0
