@@ -2,9 +2,10 @@
 
 Only the resource types the engine uses are validated (Patient, Observation,
 Condition, MedicationRequest, MedicationStatement, Medication and
-AllergyIntolerance), each against a small pydantic model of just the elements
-read. Everything else in the bundle (Claims, EOBs, Encounters) is skipped
-without being looked at, because it is most of the bytes and none of the facts.
+AllergyIntolerance), each against a small pydantic schema of just the elements
+read (:mod:`engine.resources`). Everything else in the bundle (Claims, EOBs,
+Encounters) is skipped without being looked at, because it is most of the bytes
+and none of the facts; so is an Observation whose codes feed no catalogue fact.
 
 Every problem with the input raises :class:`~engine.errors.InputError` naming
 the entry and the field, so the user can find it in the file. Nothing that
@@ -15,24 +16,31 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    ValidationError,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ValidationError
 
 from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex
+from .resources import (
+    OBSERVATION,
+    AllergyIntolerance,
+    CodeableConcept,
+    Coding,
+    CodingData,
+    Condition,
+    Medication,
+    MedicationUse,
+    Observation,
+    ObservationData,
+    Patient,
+    Period,
+    QuantityData,
+)
 from .units import convert, normalise_unit, same_dimension
 
 __all__ = ["accept_unit", "parse_datetime", "plausibility_note", "read_bundle"]
@@ -62,112 +70,6 @@ _READ_TYPES: Final = (
     "MedicationStatement",
     "AllergyIntolerance",
 )
-
-# --- the parts of R4 that are read -------------------------------------------
-# Lists default through default_factory: a `= []` default is deep-copied for
-# every element read, a measurable share of reading a bundle.
-# One model per resource type read, with just the elements used (extra ignored).
-# Names and addresses are deliberately absent from Patient.
-
-# Strict: FHIR JSON numbers are numbers; "142" is a malformed bundle, not 142.
-# Python's json accepts NaN and Infinity, which FHIR does not.
-Number = Annotated[float, Strict(), AllowInfNan(False)]
-Flag = Annotated[bool, Strict()]
-
-
-class _Element(BaseModel):
-    model_config = ConfigDict(extra="ignore", alias_generator=to_camel)
-
-
-class Coding(_Element):
-    system: str | None = None
-    code: str | None = None
-    display: str | None = None
-
-
-class CodeableConcept(_Element):
-    coding: list[Coding] = Field(default_factory=list)
-    text: str | None = None
-
-
-class Quantity(_Element):
-    value: Number | None = None
-    comparator: str | None = None
-    unit: str | None = None
-    system: str | None = None
-    code: str | None = None
-
-
-class Period(_Element):
-    start: str | None = None
-    end: str | None = None
-
-
-class Reference(_Element):
-    reference: str | None = None
-
-
-class Component(_Element):
-    code: CodeableConcept
-    value_quantity: Quantity | None = None
-
-
-class Observation(_Element):
-    id: str | None = None
-    status: str | None = None
-    code: CodeableConcept
-    effective_date_time: str | None = None
-    effective_period: Period | None = None
-    effective_instant: str | None = None
-    issued: str | None = None
-    value_quantity: Quantity | None = None
-    component: list[Component] = Field(default_factory=list)
-
-
-class Patient(_Element):
-    id: str | None = None
-    gender: str | None = None
-    birth_date: str | None = None
-    deceased_date_time: str | None = None
-    deceased_boolean: Flag | None = None
-
-
-class Condition(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-    clinical_status: CodeableConcept | None = None
-    verification_status: CodeableConcept | None = None
-    onset_date_time: str | None = None
-    onset_period: Period | None = None
-    abatement_date_time: str | None = None
-    abatement_period: Period | None = None
-
-
-class Medication(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-
-
-class MedicationUse(_Element):
-    id: str | None = None
-    status: str | None = None
-    medication_codeable_concept: CodeableConcept | None = None
-    medication_reference: Reference | None = None
-    authored_on: str | None = None
-    effective_date_time: str | None = None
-    effective_period: Period | None = None
-    date_asserted: str | None = None
-    contained: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class AllergyIntolerance(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-    clinical_status: CodeableConcept | None = None
-    verification_status: CodeableConcept | None = None
-    onset_date_time: str | None = None
-    recorded_date: str | None = None
-
 
 # --- shared helpers (the case-file reader uses them too) ---------------------
 
@@ -327,18 +229,34 @@ class _BundleReader:
         try:
             return model.model_validate(resource)
         except ValidationError as err:
-            first = err.errors()[0]
-            found = (
-                ""
-                if first["type"] == "missing"
-                else f" (found {_kind(first['input'])})"
-            )
-            raise self.fail(
-                f"{label} {_field_path(first['loc'])}",
-                f"{first['msg']}{found}",
-                "check the element against the FHIR R4 definition of "
-                f"{resource.get('resourceType')}",
-            ) from None
+            raise self.invalid(err, resource, label) from None
+
+    def invalid(
+        self, err: ValidationError, resource: dict[str, Any], label: str
+    ) -> InputError:
+        """The located error for the first problem pydantic found."""
+        first = err.errors()[0]
+        found = (
+            "" if first["type"] == "missing" else f" (found {_kind(first['input'])})"
+        )
+        return self.fail(
+            f"{label} {_field_path(first['loc'])}",
+            f"{first['msg']}{found}",
+            "check the element against the FHIR R4 definition of "
+            f"{resource.get('resourceType')}",
+        )
+
+    def validate_observation(
+        self, resource: dict[str, Any], label: str
+    ) -> ObservationData:
+        try:
+            return OBSERVATION.validate_python(resource)
+        except ValidationError as err:
+            fast = err
+        # The model words the error as it always has (see engine.resources);
+        # it refuses whatever the fast schema refuses, so this raises.
+        self.validate(Observation, resource, label)
+        raise self.invalid(fast, resource, label)
 
     def time(self, value: str | None, where: str) -> datetime | None:
         if value is None:
@@ -371,21 +289,22 @@ class _BundleReader:
     def observation(self, resource: dict[str, Any], label: str) -> None:
         if not self.may_feed_a_fact(resource):
             return
-        obs = self.validate(Observation, resource, label)
-        if obs.status in _SKIPPED_OBSERVATION:
+        obs = self.validate_observation(resource, label)
+        if obs.get("status") in _SKIPPED_OBSERVATION:
             return
-        source = f"Observation/{obs.id}" if obs.id else label
-        parts = [("", obs.code, obs.value_quantity)]
+        rid = obs.get("id")
+        source = f"Observation/{rid}" if rid else label
+        parts = [("", obs["code"], obs.get("valueQuantity"))]
         parts += [
-            (f"component[{i}].", c.code, c.value_quantity)
-            for i, c in enumerate(obs.component)
+            (f"component[{i}].", c["code"], c.get("valueQuantity"))
+            for i, c in enumerate(obs.get("component", ()))
         ]
         when: datetime | None = None
         timed = False
         for prefix, code, quantity in parts:
-            if quantity is None or quantity.value is None:
+            if quantity is None or quantity.get("value") is None:
                 continue
-            facts = dict.fromkeys(self.loinc_facts(code))
+            facts = dict.fromkeys(self.loinc_facts(code.get("coding", ())))
             if not facts:
                 continue
             if not timed:
@@ -434,41 +353,46 @@ class _BundleReader:
                     return True
         return False
 
-    def loinc_facts(self, code: CodeableConcept) -> Iterator[str]:
-        for coding in code.coding:
-            if coding.system == LOINC and coding.code:
-                fact = self.catalogue.fact_for_loinc(coding.code)
+    def loinc_facts(self, coding: Iterable[CodingData]) -> Iterator[str]:
+        for item in coding:
+            code = item.get("code")
+            if code and item.get("system") == LOINC:
+                fact = self.catalogue.fact_for_loinc(code)
                 if fact is not None:
                     yield fact
 
-    def observation_time(self, obs: Observation, label: str) -> datetime | None:
+    def observation_time(self, obs: ObservationData, label: str) -> datetime | None:
+        period = obs.get("effectivePeriod")
         return self.first_time(
             label,
-            ("effectiveDateTime", obs.effective_date_time),
-            ("effectivePeriod.start", _start(obs.effective_period)),
-            ("effectiveInstant", obs.effective_instant),
-            ("issued", obs.issued),
+            ("effectiveDateTime", obs.get("effectiveDateTime")),
+            ("effectivePeriod.start", period.get("start") if period else None),
+            ("effectiveInstant", obs.get("effectiveInstant")),
+            ("issued", obs.get("issued")),
         )
 
     def reading(
         self,
         name: str,
-        quantity: Quantity,
+        quantity: QuantityData,
         when: datetime | None,
         source: str,
         where: str,
     ) -> None:
         fact = self.catalogue.quantities[name]
-        assert quantity.value is not None  # checked by the caller
-        if quantity.comparator:
+        recorded = quantity.get("value")
+        assert recorded is not None  # checked by the caller
+        comparator = quantity.get("comparator")
+        if comparator:
             # "<30 mg/g" is a bound, not a value; reading it as 30 would invent one.
             self.notes.append(
-                f"{name} recorded as {quantity.comparator}{quantity.value:g} "
+                f"{name} recorded as {comparator}{recorded:g} "
                 f"({source}) is a bound, not a value; not read"
             )
             return
-        ucum_code = quantity.code and quantity.system in (None, UCUM)
-        raw, field = (quantity.code, "code") if ucum_code else (quantity.unit, "unit")
+        raw, field = quantity.get("code"), "code"
+        if not raw or quantity.get("system") not in (None, UCUM):
+            raw, field = quantity.get("unit"), "unit"
         try:
             unit, note = accept_unit(raw, fact)
         except UnitError as err:
@@ -479,7 +403,7 @@ class _BundleReader:
             ) from None
         if note:
             self.unit_notes[note] = self.unit_notes.get(note, 0) + 1
-        value = float(quantity.value)
+        value = float(recorded)
         try:
             doubt = plausibility_note(fact, value, unit, source)
         except UnitError as err:
