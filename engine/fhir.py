@@ -220,6 +220,7 @@ class _BundleReader:
         self.notes: list[str] = []
         self.unit_notes: dict[str, int] = {}
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.medication_names: dict[tuple[str, str], list[str]] = {}
         self.latest: datetime | None = None
 
     def fail(self, where: str, reason: str, hint: str = "") -> InputError:
@@ -287,8 +288,7 @@ class _BundleReader:
     # Observations --------------------------------------------------------
 
     def observation(self, resource: dict[str, Any], label: str) -> None:
-        if not self.may_feed_a_fact(resource):
-            return
+        """Read an Observation that :meth:`may_feed_a_fact` let through."""
         obs = self.validate_observation(resource, label)
         if obs.get("status") in _SKIPPED_OBSERVATION:
             return
@@ -506,16 +506,27 @@ class _BundleReader:
             return None
         return self.validate(Medication, raw, where).code
 
+    def medications_for(self, code: str, text: str) -> list[str]:
+        # A record names the same few drugs again and again (every refill),
+        # and each catalogue look-up tries every ingredient of every drug.
+        key = (code, text)
+        found = self.medication_names.get(key)
+        if found is None:
+            found = self.medication_names[key] = self.catalogue.medications_for(
+                code, text
+            )
+        return found
+
     def concepts(self, code: CodeableConcept) -> list[tuple[str, Coding | None]]:
         """Return (concept, coding it came from) pairs for a drug code."""
         found: dict[str, Coding | None] = {}
         for coding in code.coding:
             rx = coding.code if coding.system == RXNORM and coding.code else ""
             text = coding.display or code.text or ""
-            for concept in self.catalogue.medications_for(rx, text):
+            for concept in self.medications_for(rx, text):
                 found.setdefault(concept, coding)
         if code.text:
-            for concept in self.catalogue.medications_for("", code.text):
+            for concept in self.medications_for("", code.text):
                 found.setdefault(concept, code.coding[0] if code.coding else None)
         return list(found.items())
 
@@ -720,6 +731,9 @@ def read_bundle(
         ("AllergyIntolerance", reader.allergy),
     ):
         for index, resource in buckets[kind]:
+            # Checked before the label is made: most Observations stop here.
+            if kind == "Observation" and not reader.may_feed_a_fact(resource):
+                continue
             handler(resource, _label(kind, resource, index))
 
     reader.notes.extend(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.catalogue import parse_catalogue
+from engine.catalogue import Catalogue, parse_catalogue
 from engine.errors import InputError
 from engine.facts import Case
 from engine.fhir import parse_datetime, read_bundle
@@ -560,6 +560,26 @@ def test_unresolved_medication_reference_is_noted() -> None:
     case = read(req)
     assert case.medications == ()
     assert any("Medication/missing" in n for n in case.notes)
+
+
+def test_each_drug_is_looked_up_once_per_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[str, str]] = []
+    look_up = Catalogue.medications_for
+
+    def counting(self: Catalogue, code: str, text: str) -> list[str]:
+        asked.append((code, text))
+        return look_up(self, code, text)
+
+    monkeypatch.setattr(Catalogue, "medications_for", counting)
+    case = read(med_request("m1"), med_request("m2"), med_request("m3"))
+    assert [m.source for m in case.medications] == [
+        "MedicationRequest/m1",
+        "MedicationRequest/m2",
+        "MedicationRequest/m3",
+    ]
+    assert len(asked) == len(set(asked)) == 1
 
 
 def test_medication_statement_and_text_match() -> None:
