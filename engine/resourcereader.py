@@ -113,7 +113,7 @@ class ResourceReader:
             "" if first["type"] == "missing" else f" (found {kind_of(first['input'])})"
         )
         return self.fail(
-            f"{label} {_field_path(first['loc'])}",
+            f"{label} {_field_path(first['loc'])}".rstrip(),
             f"{first['msg']}{found}",
             "check the element against the FHIR R4 definition of "
             f"{resource.get('resourceType')}",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, NotRequired, get_origin, get_type_hints
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from engine import resources
+from engine import resourcereader, resources
 from engine.errors import InputError
 from engine.fhir import read_bundle
 
@@ -99,3 +99,21 @@ def test_an_error_is_worded_by_the_model() -> None:
     assert info.value.reason == (
         "Input should be a valid dictionary or instance of Quantity (found a string)"
     )
+
+
+def test_a_refusal_only_the_fast_schema_makes_is_still_located(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Were the schemas ever to disagree, the fast schema's error is reported.
+    monkeypatch.setattr(resourcereader, "OBSERVATION", TypeAdapter(list[int]))
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p"}},
+            {"resource": glucose()},
+        ],
+    }
+    with pytest.raises(InputError) as info:
+        read_bundle(bundle, source="t.json")
+    assert info.value.where == "Observation/g (entry 1)"
+    assert info.value.reason == "Input should be a valid list (found an object)"
