@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, NotRequired, get_origin, get_type_hints
 
 import pytest
@@ -117,3 +118,11 @@ def test_a_refusal_only_the_fast_schema_makes_is_still_located(
         read_bundle(bundle, source="t.json")
     assert info.value.where == "Observation/g (entry 1)"
     assert info.value.reason == "Input should be a valid list (found an object)"
+
+
+def test_both_schemas_read_a_mapping_that_is_not_a_dict() -> None:
+    quantity = MappingProxyType({"value": 5.5, "unit": "mmol/L"})
+    obs = glucose(valueQuantity=quantity)
+    model = resources.Observation.model_validate(obs)
+    data = resources.OBSERVATION.validate_python(obs)
+    assert model.model_dump(by_alias=True, exclude_unset=True) == data
