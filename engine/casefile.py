@@ -36,7 +36,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex
-from .fhir import accept_unit, parse_datetime, plausibility_note
+from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
 

@@ -2,9 +2,10 @@
 
 Only the resource types the engine uses are validated (Patient, Observation,
 Condition, MedicationRequest, MedicationStatement, Medication and
-AllergyIntolerance), each against a small pydantic model of just the elements
-read. Everything else in the bundle (Claims, EOBs, Encounters) is skipped
-without being looked at, because it is most of the bytes and none of the facts.
+AllergyIntolerance), each against a small pydantic schema of just the elements
+read (:mod:`engine.resources`). Everything else in the bundle (Claims, EOBs,
+Encounters) is skipped without being looked at, because it is most of the bytes
+and none of the facts; so is an Observation whose codes feed no catalogue fact.
 
 Every problem with the input raises :class:`~engine.errors.InputError` naming
 the entry and the field, so the user can find it in the file. Nothing that
@@ -14,45 +15,19 @@ identifies the patient (names, addresses) is ever read.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Annotated, Any, Final, TypeVar
+from typing import Any, Final
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    ValidationError,
-)
-from pydantic.alias_generators import to_camel
-
-from .catalogue import Catalogue, QuantityFact, default_catalogue
-from .errors import InputError, UnitError
-from .facts import Case, CodedEntry, Reading, Sex
-from .units import convert, normalise_unit, same_dimension
+from .catalogue import Catalogue, default_catalogue
+from .facts import Case, Reading, Sex
+from .resourcereader import ResourceReader, kind_of, label_of
+from .resources import Patient
+from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = ["accept_unit", "parse_datetime", "plausibility_note", "read_bundle"]
 
 logger = logging.getLogger(__name__)
 
-LOINC: Final = "http://loinc.org"
-SNOMED: Final = "http://snomed.info/sct"
-RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM: Final = "http://unitsofmeasure.org"
-
-_SKIPPED_OBSERVATION: Final = frozenset({"entered-in-error", "cancelled"})
-_SKIPPED_MEDICATION: Final = frozenset({"entered-in-error", "cancelled", "not-taken"})
-# on-hold counts as current: the prescription stands and the prescriber means to
-# resume it, so a rule must not suggest starting the drug again.
-_ACTIVE_MEDICATION: Final = frozenset({"active", "on-hold"})
-_SKIPPED_VERIFICATION: Final = frozenset({"entered-in-error", "refuted"})
-_CLINICAL_STATUS: Final = dict.fromkeys(("active", "recurrence", "relapse"), True) | (
-    dict.fromkeys(("inactive", "remission", "resolved"), False)
-)
 _SEX: Final[dict[str, Sex]] = {s: s for s in ("male", "female", "other", "unknown")}
 _READ_TYPES: Final = (
     "Patient",
@@ -62,587 +37,6 @@ _READ_TYPES: Final = (
     "MedicationStatement",
     "AllergyIntolerance",
 )
-
-# --- the parts of R4 that are read -------------------------------------------
-# Lists default through default_factory: a `= []` default is deep-copied for
-# every element read, a measurable share of reading a bundle.
-# One model per resource type read, with just the elements used (extra ignored).
-# Names and addresses are deliberately absent from Patient.
-
-# Strict: FHIR JSON numbers are numbers; "142" is a malformed bundle, not 142.
-# Python's json accepts NaN and Infinity, which FHIR does not.
-Number = Annotated[float, Strict(), AllowInfNan(False)]
-Flag = Annotated[bool, Strict()]
-
-
-class _Element(BaseModel):
-    model_config = ConfigDict(extra="ignore", alias_generator=to_camel)
-
-
-class Coding(_Element):
-    system: str | None = None
-    code: str | None = None
-    display: str | None = None
-
-
-class CodeableConcept(_Element):
-    coding: list[Coding] = Field(default_factory=list)
-    text: str | None = None
-
-
-class Quantity(_Element):
-    value: Number | None = None
-    comparator: str | None = None
-    unit: str | None = None
-    system: str | None = None
-    code: str | None = None
-
-
-class Period(_Element):
-    start: str | None = None
-    end: str | None = None
-
-
-class Reference(_Element):
-    reference: str | None = None
-
-
-class Component(_Element):
-    code: CodeableConcept
-    value_quantity: Quantity | None = None
-
-
-class Observation(_Element):
-    id: str | None = None
-    status: str | None = None
-    code: CodeableConcept
-    effective_date_time: str | None = None
-    effective_period: Period | None = None
-    effective_instant: str | None = None
-    issued: str | None = None
-    value_quantity: Quantity | None = None
-    component: list[Component] = Field(default_factory=list)
-
-
-class Patient(_Element):
-    id: str | None = None
-    gender: str | None = None
-    birth_date: str | None = None
-    deceased_date_time: str | None = None
-    deceased_boolean: Flag | None = None
-
-
-class Condition(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-    clinical_status: CodeableConcept | None = None
-    verification_status: CodeableConcept | None = None
-    onset_date_time: str | None = None
-    onset_period: Period | None = None
-    abatement_date_time: str | None = None
-    abatement_period: Period | None = None
-
-
-class Medication(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-
-
-class MedicationUse(_Element):
-    id: str | None = None
-    status: str | None = None
-    medication_codeable_concept: CodeableConcept | None = None
-    medication_reference: Reference | None = None
-    authored_on: str | None = None
-    effective_date_time: str | None = None
-    effective_period: Period | None = None
-    date_asserted: str | None = None
-    contained: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class AllergyIntolerance(_Element):
-    id: str | None = None
-    code: CodeableConcept | None = None
-    clinical_status: CodeableConcept | None = None
-    verification_status: CodeableConcept | None = None
-    onset_date_time: str | None = None
-    recorded_date: str | None = None
-
-
-# --- shared helpers (the case-file reader uses them too) ---------------------
-
-_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-_DATETIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?"
-)
-_ANNOTATION = re.compile(r"/?\{[^}]*\}")
-
-
-@lru_cache(maxsize=8192)
-def parse_datetime(text: str) -> datetime:
-    """Parse a FHIR date, dateTime or instant into an aware datetime.
-
-    A partial date (``2019``, ``2019-05``, ``2019-05-04``) becomes its first
-    instant in UTC; a time without an offset is taken as UTC.
-
-    Args:
-        text: The value as written.
-
-    Returns:
-        The instant, always timezone-aware.
-
-    Raises:
-        ValueError: If the text is not a FHIR date or dateTime.
-    """
-    match = _DATE.fullmatch(text)
-    try:
-        if match:
-            year, month, day = match.groups()
-            return datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
-        if _DATETIME.fullmatch(text):
-            parsed = datetime.fromisoformat(text)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except ValueError as err:  # 2019-02-30, 2019-13: the shape is right, the day not
-        raise ValueError(f"`{text}` is not a valid date ({err})") from None
-    raise ValueError(f"`{text}` is not a date (YYYY-MM-DD) or dateTime")
-
-
-@lru_cache(maxsize=1024)
-def _unit_verdict(unit: str, fact: str, accepted: tuple[str, ...]) -> tuple[str, str]:
-    listing = ", ".join(accepted)
-    if not unit:
-        return "", f"the value has no unit; {fact} is recorded in {listing}"
-    try:
-        if any(same_dimension(unit, a) for a in accepted):
-            return unit, ""
-    except UnitError:
-        return "", f"`{unit}` is not a UCUM unit ({fact} is recorded in {listing})"
-    # eGFR is defined per 1.73 m2 by its LOINC code; a lab (and Synthea) that
-    # writes plain mL/min reports the same number with the annotation left off.
-    for a in accepted:
-        if _ANNOTATION.sub("", a) == unit:
-            return a, f"{fact} recorded in `{unit}` was read as `{a}`"
-    return "", f"`{unit}` is not a unit of {fact} (accepted: {listing})"
-
-
-def accept_unit(unit: str | None, fact: QuantityFact) -> tuple[str, str]:
-    """Check a unit against the units a fact accepts.
-
-    Args:
-        unit: The unit as recorded (any accepted spelling), or None.
-        fact: The fact the value is for.
-
-    Returns:
-        The normalised UCUM unit to record, and a data-quality note (empty
-        unless the unit was read as another, e.g. eGFR ``mL/min``).
-
-    Raises:
-        UnitError: If the unit is missing, not UCUM, or of another dimension;
-            the message names the unit, the fact and the accepted units.
-    """
-    normal = normalise_unit(unit) if unit else ""
-    recorded, message = _unit_verdict(normal, fact.name, fact.units)
-    if not recorded:
-        raise UnitError(message)
-    return recorded, message
-
-
-def plausibility_note(
-    fact: QuantityFact, value: float, unit: str, label: str
-) -> str | None:
-    """Return a note when a value lies outside the fact's plausible range.
-
-    Args:
-        fact: The fact.
-        value: The value as recorded.
-        unit: Its (accepted) unit.
-        label: Where the value came from, for the note.
-
-    Returns:
-        The note, or None when the value is plausible or no range is known.
-
-    Raises:
-        UnitError: If the value cannot be converted to the canonical unit.
-    """
-    if fact.plausible is None:
-        return None
-    low, high = fact.plausible
-    canonical = convert(value, unit, fact.unit, fact)
-    if low <= canonical <= high:
-        return None
-    return (
-        f"{fact.name} {value:g} {unit} ({label}) is outside the plausible range "
-        f"{low:g}-{high:g} {fact.unit}; kept as recorded"
-    )
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out.lstrip(".")
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-# --- the reader --------------------------------------------------------------
-
-
-class _BundleReader:
-    """State while reading one bundle; one instance per bundle."""
-
-    def __init__(self, source: str, catalogue: Catalogue) -> None:
-        self.source = source
-        self.catalogue = catalogue
-        self.readings: dict[str, list[Reading]] = {}
-        self.conditions: list[CodedEntry] = []
-        self.medications: list[CodedEntry] = []
-        self.allergies: list[CodedEntry] = []
-        self.notes: list[str] = []
-        self.unit_notes: dict[str, int] = {}
-        self.media: dict[str, tuple[int, dict[str, Any]]] = {}
-        self.latest: datetime | None = None
-
-    def fail(self, where: str, reason: str, hint: str = "") -> InputError:
-        return InputError(source=self.source, where=where, reason=reason, hint=hint)
-
-    def validate(self, model: type[_M], resource: dict[str, Any], label: str) -> _M:
-        try:
-            return model.model_validate(resource)
-        except ValidationError as err:
-            first = err.errors()[0]
-            found = (
-                ""
-                if first["type"] == "missing"
-                else f" (found {_kind(first['input'])})"
-            )
-            raise self.fail(
-                f"{label} {_field_path(first['loc'])}",
-                f"{first['msg']}{found}",
-                "check the element against the FHIR R4 definition of "
-                f"{resource.get('resourceType')}",
-            ) from None
-
-    def time(self, value: str | None, where: str) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return parse_datetime(value)
-        except ValueError as err:
-            raise self.fail(
-                where,
-                f"malformed date: {err}",
-                "write YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz",
-            ) from None
-
-    def first_time(
-        self, label: str, *candidates: tuple[str, str | None]
-    ) -> datetime | None:
-        """Parse the first recorded of several time elements, in FHIR's order."""
-        for field, value in candidates:
-            if value is not None:
-                return self.time(value, f"{label} {field}")
-        return None
-
-    def seen(self, *times: datetime | None) -> None:
-        for t in times:
-            if t is not None and (self.latest is None or t > self.latest):
-                self.latest = t
-
-    # Observations --------------------------------------------------------
-
-    def observation(self, resource: dict[str, Any], label: str) -> None:
-        obs = self.validate(Observation, resource, label)
-        if obs.status in _SKIPPED_OBSERVATION:
-            return
-        source = f"Observation/{obs.id}" if obs.id else label
-        parts = [("", obs.code, obs.value_quantity)]
-        parts += [
-            (f"component[{i}].", c.code, c.value_quantity)
-            for i, c in enumerate(obs.component)
-        ]
-        when: datetime | None = None
-        timed = False
-        for prefix, code, quantity in parts:
-            if quantity is None or quantity.value is None:
-                continue
-            facts = dict.fromkeys(self.loinc_facts(code))
-            if not facts:
-                continue
-            if not timed:
-                when, timed = self.observation_time(obs, label), True
-            for name in facts:
-                self.reading(name, quantity, when, source, f"{label} {prefix}")
-
-    def loinc_facts(self, code: CodeableConcept) -> Iterator[str]:
-        for coding in code.coding:
-            if coding.system == LOINC and coding.code:
-                fact = self.catalogue.fact_for_loinc(coding.code)
-                if fact is not None:
-                    yield fact
-
-    def observation_time(self, obs: Observation, label: str) -> datetime | None:
-        return self.first_time(
-            label,
-            ("effectiveDateTime", obs.effective_date_time),
-            ("effectivePeriod.start", _start(obs.effective_period)),
-            ("effectiveInstant", obs.effective_instant),
-            ("issued", obs.issued),
-        )
-
-    def reading(
-        self,
-        name: str,
-        quantity: Quantity,
-        when: datetime | None,
-        source: str,
-        where: str,
-    ) -> None:
-        fact = self.catalogue.quantities[name]
-        assert quantity.value is not None  # checked by the caller
-        if quantity.comparator:
-            # "<30 mg/g" is a bound, not a value; reading it as 30 would invent one.
-            self.notes.append(
-                f"{name} recorded as {quantity.comparator}{quantity.value:g} "
-                f"({source}) is a bound, not a value; not read"
-            )
-            return
-        ucum_code = quantity.code and quantity.system in (None, UCUM)
-        raw, field = (quantity.code, "code") if ucum_code else (quantity.unit, "unit")
-        try:
-            unit, note = accept_unit(raw, fact)
-        except UnitError as err:
-            raise self.fail(
-                f"{where}valueQuantity.{field}",
-                str(err),
-                f"record the value in one of: {', '.join(fact.units)}",
-            ) from None
-        if note:
-            self.unit_notes[note] = self.unit_notes.get(note, 0) + 1
-        value = float(quantity.value)
-        try:
-            doubt = plausibility_note(fact, value, unit, source)
-        except UnitError as err:
-            raise self.fail(f"{where}valueQuantity.{field}", str(err)) from None
-        if doubt:
-            self.notes.append(doubt)
-        self.readings.setdefault(name, []).append(
-            Reading(value=value, unit=unit, time=when, source=source)
-        )
-        self.seen(when)
-
-    # Conditions ----------------------------------------------------------
-
-    def status(
-        self, concept: CodeableConcept | None, where: str, known: dict[str, bool]
-    ) -> bool | None:
-        if concept is None or not concept.coding:
-            return None
-        for coding in concept.coding:
-            if coding.code in known:
-                return known[coding.code]
-        codes = ", ".join(f"`{c.code}`" for c in concept.coding)
-        raise self.fail(
-            where,
-            f"clinical status {codes} is not a FHIR R4 clinical status",
-            f"use one of: {', '.join(known)}",
-        )
-
-    @staticmethod
-    def refuted(concept: CodeableConcept | None) -> bool:
-        return concept is not None and any(
-            c.code in _SKIPPED_VERIFICATION for c in concept.coding
-        )
-
-    def condition(self, resource: dict[str, Any], label: str) -> None:
-        cond = self.validate(Condition, resource, label)
-        if cond.code is None or self.refuted(cond.verification_status):
-            return
-        onset = self.first_time(
-            label,
-            ("onsetDateTime", cond.onset_date_time),
-            ("onsetPeriod.start", _start(cond.onset_period)),
-        )
-        end = self.first_time(
-            label,
-            ("abatementDateTime", cond.abatement_date_time),
-            ("abatementPeriod.end", _end(cond.abatement_period)),
-        )
-        active = self.status(
-            cond.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
-        )
-        if active is None:
-            # R4 con-4: an abated condition is inactive, resolved or in remission.
-            active = end is None
-        source = f"Condition/{cond.id}" if cond.id else label
-        found: set[str] = set()
-        for coding in cond.code.coding:
-            if coding.system != SNOMED or not coding.code:
-                continue
-            for concept in self.catalogue.conditions_for_snomed(coding.code):
-                if concept in found:
-                    continue
-                found.add(concept)
-                self.conditions.append(
-                    CodedEntry(
-                        concept=concept,
-                        system=SNOMED,
-                        code=coding.code,
-                        display=coding.display or cond.code.text or "",
-                        onset=onset,
-                        end=end,
-                        active=active,
-                        source=source,
-                    )
-                )
-        if found:
-            self.seen(onset, end)
-
-    # Medications ---------------------------------------------------------
-
-    def medication_code(self, use: MedicationUse, label: str) -> CodeableConcept | None:
-        if use.medication_codeable_concept is not None:
-            return use.medication_codeable_concept
-        ref = use.medication_reference.reference if use.medication_reference else None
-        if not ref:
-            return None
-        if ref.startswith("#"):
-            raw = next((c for c in use.contained if c.get("id") == ref[1:]), None)
-            where = f"{label} contained {ref}"
-        elif ref in self.media:
-            index, raw = self.media[ref]
-            where = _label("Medication", raw, index)
-        else:
-            raw = None
-        if raw is None:
-            self.notes.append(
-                f"{label}: medicationReference `{ref}` is not in the bundle; "
-                "the medication was not read"
-            )
-            return None
-        return self.validate(Medication, raw, where).code
-
-    def concepts(self, code: CodeableConcept) -> list[tuple[str, Coding | None]]:
-        """Return (concept, coding it came from) pairs for a drug code."""
-        found: dict[str, Coding | None] = {}
-        for coding in code.coding:
-            rx = coding.code if coding.system == RXNORM and coding.code else ""
-            text = coding.display or code.text or ""
-            for concept in self.catalogue.medications_for(rx, text):
-                found.setdefault(concept, coding)
-        if code.text:
-            for concept in self.catalogue.medications_for("", code.text):
-                found.setdefault(concept, code.coding[0] if code.coding else None)
-        return list(found.items())
-
-    def medication_use(self, resource: dict[str, Any], label: str) -> None:
-        use = self.validate(MedicationUse, resource, label)
-        if use.status in _SKIPPED_MEDICATION:
-            return
-        code = self.medication_code(use, label)
-        if code is None:
-            return
-        onset = self.first_time(
-            label,
-            ("authoredOn", use.authored_on),
-            ("effectiveDateTime", use.effective_date_time),
-            ("effectivePeriod.start", _start(use.effective_period)),
-            ("dateAsserted", use.date_asserted),
-        )
-        end = self.first_time(
-            label, ("effectivePeriod.end", _end(use.effective_period))
-        )
-        kind = resource["resourceType"]
-        source = f"{kind}/{use.id}" if use.id else label
-        active = use.status in _ACTIVE_MEDICATION
-        entries = [
-            _coded(concept, coding, code, (onset, end, active), source)
-            for concept, coding in self.concepts(code)
-        ]
-        self.medications.extend(entries)
-        if entries:
-            self.seen(onset, end)
-
-    # Allergies -----------------------------------------------------------
-
-    def allergy(self, resource: dict[str, Any], label: str) -> None:
-        item = self.validate(AllergyIntolerance, resource, label)
-        if item.code is None or self.refuted(item.verification_status):
-            return
-        if not item.code.coding and not item.code.text:
-            return
-        onset = self.first_time(
-            label,
-            ("onsetDateTime", item.onset_date_time),
-            ("recordedDate", item.recorded_date),
-        )
-        active = self.status(
-            item.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
-        )
-        source = f"AllergyIntolerance/{item.id}" if item.id else label
-        pairs: list[tuple[str | None, Coding | None]] = [*self.concepts(item.code)]
-        if not pairs:
-            first = next((c for c in item.code.coding if c.code), None)
-            pairs = [(None, first)]
-        span = (onset, None, True if active is None else active)
-        for concept, coding in pairs:
-            self.allergies.append(_coded(concept, coding, item.code, span, source))
-
-
-def _coded(
-    concept: str | None,
-    coding: Coding | None,
-    code: CodeableConcept,
-    span: tuple[datetime | None, datetime | None, bool],
-    source: str,
-) -> CodedEntry:
-    if coding is not None and coding.code:
-        system, value = coding.system or "", coding.code
-        display = coding.display or code.text or ""
-    else:
-        # Text only: recorded as a local name, as a case file would.
-        system, value, display = "local", code.text or "", code.text or ""
-    return CodedEntry(
-        concept=concept,
-        system=system,
-        code=value,
-        display=display,
-        onset=span[0],
-        end=span[1],
-        active=span[2],
-        source=source,
-    )
-
-
-def _start(period: Period | None) -> str | None:
-    return period.start if period is not None else None
-
-
-def _end(period: Period | None) -> str | None:
-    return period.end if period is not None else None
-
-
-def _label(kind: str, resource: dict[str, Any], index: int) -> str:
-    rid = resource.get("id")
-    name = f"{kind}/{rid}" if isinstance(rid, str) and rid else kind
-    return f"{name} (entry {index})"
 
 
 def read_bundle(
@@ -663,25 +57,25 @@ def read_bundle(
         InputError: If the bundle is malformed, holds no or several Patients,
             a value has a unit its fact does not accept, or a date is bad.
     """
-    reader = _BundleReader(source, catalogue or default_catalogue())
+    reader = ResourceReader(source, catalogue or default_catalogue())
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         got = data.get("resourceType") if isinstance(data, dict) else None
         raise reader.fail(
             "resourceType",
-            f"expected a Bundle, got {got or _kind(data)}",
+            f"expected a Bundle, got {got or kind_of(data)}",
             "export the patient record as a FHIR R4 Bundle",
         )
     entries = data.get("entry") or []
     if not isinstance(entries, list):
         raise reader.fail(
-            "Bundle.entry", f"`entry` must be a list, got {_kind(entries)}"
+            "Bundle.entry", f"`entry` must be a list, got {kind_of(entries)}"
         )
     buckets: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in _READ_TYPES}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise reader.fail(
                 f"Bundle.entry[{index}]",
-                f"an entry must be an object, got {_kind(entry)}",
+                f"an entry must be an object, got {kind_of(entry)}",
             )
         resource = entry.get("resource")
         if resource is None:
@@ -689,7 +83,7 @@ def read_bundle(
         if not isinstance(resource, dict):
             raise reader.fail(
                 f"Bundle.entry[{index}].resource",
-                f"a resource must be an object, got {_kind(resource)}",
+                f"a resource must be an object, got {kind_of(resource)}",
             )
         kind = resource.get("resourceType")
         if not isinstance(kind, str) or not kind:
@@ -725,7 +119,7 @@ def read_bundle(
             "give one patient's record per bundle",
         )
     index, raw_patient = patients[0]
-    label = _label("Patient", raw_patient, index)
+    label = label_of("Patient", raw_patient, index)
     patient = reader.validate(Patient, raw_patient, label)
     if not patient.id:
         raise reader.fail(
@@ -753,7 +147,10 @@ def read_bundle(
         ("AllergyIntolerance", reader.allergy),
     ):
         for index, resource in buckets[kind]:
-            handler(resource, _label(kind, resource, index))
+            # Checked before the label is made: most Observations stop here.
+            if kind == "Observation" and not reader.may_feed_a_fact(resource):
+                continue
+            handler(resource, label_of(kind, resource, index))
 
     reader.notes.extend(
         f"{note} ({count} value{'s' if count > 1 else ''})"
@@ -820,7 +217,7 @@ def _version_key(resource: dict[str, Any]) -> tuple[int, str]:
 
 
 def _current_versions(
-    bucket: list[tuple[int, dict[str, Any]]], reader: _BundleReader
+    bucket: list[tuple[int, dict[str, Any]]], reader: ResourceReader
 ) -> list[tuple[int, dict[str, Any]]]:
     """Keep one version of each resource: the highest versionId, else the latest.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.catalogue import parse_catalogue
+from engine.catalogue import Catalogue, parse_catalogue
 from engine.errors import InputError
 from engine.facts import Case
 from engine.fhir import parse_datetime, read_bundle
@@ -254,6 +254,52 @@ def test_unknown_and_non_loinc_codes_are_ignored() -> None:
     no_value = observation("z", "8480-6", 120, "mm[Hg]")
     del no_value["valueQuantity"]
     assert read(other, snomed, no_value).readings == {}
+
+
+def test_observation_of_no_fact_is_skipped_without_validation() -> None:
+    # A value of the wrong type would be an error, were the resource validated.
+    survey = observation("s", "72514-3", "four", "{score}", effectiveDateTime=5)
+    assert read(survey).readings == {}
+
+
+def test_observation_with_a_fact_code_among_others_is_validated() -> None:
+    obs = observation("o", "8480-6", "142", "mm[Hg]")
+    obs["code"]["coding"].insert(0, {"system": LOINC, "code": "72514-3"})
+    err = error(bundle(obs))
+    assert err.where == "Observation/o (entry 1) valueQuantity.value"
+    assert err.reason == "Input should be a valid number (found a string)"
+
+
+def test_observation_with_a_fact_code_in_a_component_is_validated() -> None:
+    panel = bp_panel("bp", 120, 80, "2024", panel="72514-3")
+    panel["component"][0]["valueQuantity"]["value"] = "120"
+    err = error(bundle(panel))
+    assert err.where == "Observation/bp (entry 1) component[0].valueQuantity.value"
+
+
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [
+        ("not an object", "code"),
+        ({"coding": {"system": LOINC}}, "code.coding"),
+        ({"coding": ["8480-6"]}, "code.coding[0]"),
+        ({"coding": [{"system": LOINC, "code": 8480}]}, "code.coding[0].code"),
+        ({"coding": [{"system": 1, "code": "x"}]}, "code.coding[0].system"),
+    ],
+)
+def test_observation_with_a_malformed_code_is_validated(code: Any, where: str) -> None:
+    # The codes cannot show that it feeds no fact, so it is not skipped.
+    obs = observation("o", "72514-3", 4, "{score}", code=code)
+    assert error(bundle(obs)).where == f"Observation/o (entry 1) {where}"
+
+
+def test_observation_with_malformed_components_is_validated() -> None:
+    obs = observation("o", "72514-3", 4, "{score}", component=[{"code": 1}])
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component[0].code"
+    obs = observation("o", "72514-3", 4, "{score}", component="x")
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component"
+    obs = observation("o", "72514-3", 4, "{score}", component=["x"])
+    assert error(bundle(obs)).where == "Observation/o (entry 1) component[0]"
 
 
 def test_implausible_value_is_kept_with_a_note() -> None:
@@ -514,6 +560,26 @@ def test_unresolved_medication_reference_is_noted() -> None:
     case = read(req)
     assert case.medications == ()
     assert any("Medication/missing" in n for n in case.notes)
+
+
+def test_each_drug_is_looked_up_once_per_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[str, str]] = []
+    look_up = Catalogue.medications_for
+
+    def counting(self: Catalogue, code: str, text: str) -> list[str]:
+        asked.append((code, text))
+        return look_up(self, code, text)
+
+    monkeypatch.setattr(Catalogue, "medications_for", counting)
+    case = read(med_request("m1"), med_request("m2"), med_request("m3"))
+    assert [m.source for m in case.medications] == [
+        "MedicationRequest/m1",
+        "MedicationRequest/m2",
+        "MedicationRequest/m3",
+    ]
+    assert len(asked) == len(set(asked)) == 1
 
 
 def test_medication_statement_and_text_match() -> None:

@@ -1,0 +1,496 @@
+"""Read the resources of one FHIR R4 bundle into facts, one resource at a time.
+
+:class:`ResourceReader` validates each resource it is given against its schema
+in :mod:`engine.resources` and keeps what the catalogue knows: readings of
+LOINC facts, conditions by SNOMED CT, medications by RxNorm or product name,
+and allergies. :mod:`engine.fhir` walks the bundle and hands it the resources.
+Every problem raises :class:`~engine.errors.InputError` naming the resource and
+the element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .catalogue import Catalogue
+from .errors import InputError, UnitError
+from .facts import CodedEntry, Reading
+from .resources import (
+    OBSERVATION,
+    AllergyIntolerance,
+    CodeableConcept,
+    Coding,
+    CodingData,
+    Condition,
+    Medication,
+    MedicationUse,
+    Observation,
+    ObservationData,
+    Period,
+    QuantityData,
+)
+from .values import accept_unit, parse_datetime, plausibility_note
+
+__all__ = ["ResourceReader", "kind_of", "label_of"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+LOINC: Final = "http://loinc.org"
+SNOMED: Final = "http://snomed.info/sct"
+RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM: Final = "http://unitsofmeasure.org"
+
+_SKIPPED_OBSERVATION: Final = frozenset({"entered-in-error", "cancelled"})
+_SKIPPED_MEDICATION: Final = frozenset({"entered-in-error", "cancelled", "not-taken"})
+# on-hold counts as current: the prescription stands and the prescriber means to
+# resume it, so a rule must not suggest starting the drug again.
+_ACTIVE_MEDICATION: Final = frozenset({"active", "on-hold"})
+_SKIPPED_VERIFICATION: Final = frozenset({"entered-in-error", "refuted"})
+_CLINICAL_STATUS: Final = dict.fromkeys(("active", "recurrence", "relapse"), True) | (
+    dict.fromkeys(("inactive", "remission", "resolved"), False)
+)
+
+
+def kind_of(value: object) -> str:
+    """A JSON value's kind in words, for messages (``a string``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out.lstrip(".")
+
+
+class ResourceReader:
+    """State while reading one bundle; one instance per bundle."""
+
+    def __init__(self, source: str, catalogue: Catalogue) -> None:
+        self.source = source
+        self.catalogue = catalogue
+        self.readings: dict[str, list[Reading]] = {}
+        self.conditions: list[CodedEntry] = []
+        self.medications: list[CodedEntry] = []
+        self.allergies: list[CodedEntry] = []
+        self.notes: list[str] = []
+        self.unit_notes: dict[str, int] = {}
+        self.media: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.medication_names: dict[tuple[str, str], list[str]] = {}
+        self.latest: datetime | None = None
+
+    def fail(self, where: str, reason: str, hint: str = "") -> InputError:
+        return InputError(source=self.source, where=where, reason=reason, hint=hint)
+
+    def validate(self, model: type[_M], resource: dict[str, Any], label: str) -> _M:
+        try:
+            return model.model_validate(resource)
+        except ValidationError as err:
+            raise self.invalid(err, resource, label) from None
+
+    def invalid(
+        self, err: ValidationError, resource: dict[str, Any], label: str
+    ) -> InputError:
+        """The located error for the first problem pydantic found."""
+        first = err.errors()[0]
+        found = (
+            "" if first["type"] == "missing" else f" (found {kind_of(first['input'])})"
+        )
+        return self.fail(
+            f"{label} {_field_path(first['loc'])}".rstrip(),
+            f"{first['msg']}{found}",
+            "check the element against the FHIR R4 definition of "
+            f"{resource.get('resourceType')}",
+        )
+
+    def validate_observation(
+        self, resource: dict[str, Any], label: str
+    ) -> ObservationData:
+        try:
+            return OBSERVATION.validate_python(resource)
+        except ValidationError as err:
+            fast = err
+        # The model words the error as it always has (see engine.resources);
+        # it refuses whatever the fast schema refuses, so this raises.
+        self.validate(Observation, resource, label)
+        raise self.invalid(fast, resource, label)
+
+    def time(self, value: str | None, where: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return parse_datetime(value)
+        except ValueError as err:
+            raise self.fail(
+                where,
+                f"malformed date: {err}",
+                "write YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz",
+            ) from None
+
+    def first_time(
+        self, label: str, *candidates: tuple[str, str | None]
+    ) -> datetime | None:
+        """Parse the first recorded of several time elements, in FHIR's order."""
+        for field, value in candidates:
+            if value is not None:
+                return self.time(value, f"{label} {field}")
+        return None
+
+    def seen(self, *times: datetime | None) -> None:
+        for t in times:
+            if t is not None and (self.latest is None or t > self.latest):
+                self.latest = t
+
+    # Observations --------------------------------------------------------
+
+    def observation(self, resource: dict[str, Any], label: str) -> None:
+        """Read an Observation that :meth:`may_feed_a_fact` let through."""
+        obs = self.validate_observation(resource, label)
+        if obs.get("status") in _SKIPPED_OBSERVATION:
+            return
+        rid = obs.get("id")
+        source = f"Observation/{rid}" if rid else label
+        parts = [("", obs["code"], obs.get("valueQuantity"))]
+        parts += [
+            (f"component[{i}].", c["code"], c.get("valueQuantity"))
+            for i, c in enumerate(obs.get("component", ()))
+        ]
+        when: datetime | None = None
+        timed = False
+        for prefix, code, quantity in parts:
+            if quantity is None or quantity.get("value") is None:
+                continue
+            facts = dict.fromkeys(self.loinc_facts(code.get("coding", ())))
+            if not facts:
+                continue
+            if not timed:
+                when, timed = self.observation_time(obs, label), True
+            for name in facts:
+                self.reading(name, quantity, when, source, f"{label} {prefix}")
+
+    def may_feed_a_fact(self, resource: dict[str, Any]) -> bool:
+        """Whether an Observation may hold a value of a catalogue fact.
+
+        Most Observations in a record (survey answers, panels of facts the
+        knowledge base does not use) feed no fact, and validating them is most
+        of the work of reading a bundle. This looks only at the codes, in the
+        raw JSON, and says False only when every code is well-formed and none
+        is a LOINC code of a fact; anything else (a code of a fact, or a code
+        element of an unexpected shape) is validated in full, so a malformed
+        Observation that could feed a fact still gets its located error.
+        """
+        codes = [resource.get("code")]
+        components = resource.get("component")
+        if components is not None:
+            if not isinstance(components, list):
+                return True
+            for component in components:
+                if not isinstance(component, dict):
+                    return True
+                codes.append(component.get("code"))
+        by_loinc = self.catalogue.fact_for_loinc
+        for code in codes:
+            if not isinstance(code, dict):
+                return True
+            coding = code.get("coding")
+            if coding is None:
+                continue
+            if not isinstance(coding, list):
+                return True
+            for item in coding:
+                if not isinstance(item, dict):
+                    return True
+                system, value = item.get("system"), item.get("code")
+                if not isinstance(system, str | None) or not isinstance(
+                    value, str | None
+                ):
+                    return True
+                if system == LOINC and value and by_loinc(value) is not None:
+                    return True
+        return False
+
+    def loinc_facts(self, coding: Iterable[CodingData]) -> Iterator[str]:
+        for item in coding:
+            code = item.get("code")
+            if code and item.get("system") == LOINC:
+                fact = self.catalogue.fact_for_loinc(code)
+                if fact is not None:
+                    yield fact
+
+    def observation_time(self, obs: ObservationData, label: str) -> datetime | None:
+        period = obs.get("effectivePeriod")
+        return self.first_time(
+            label,
+            ("effectiveDateTime", obs.get("effectiveDateTime")),
+            ("effectivePeriod.start", period.get("start") if period else None),
+            ("effectiveInstant", obs.get("effectiveInstant")),
+            ("issued", obs.get("issued")),
+        )
+
+    def reading(
+        self,
+        name: str,
+        quantity: QuantityData,
+        when: datetime | None,
+        source: str,
+        where: str,
+    ) -> None:
+        fact = self.catalogue.quantities[name]
+        recorded = quantity.get("value")
+        assert recorded is not None  # checked by the caller
+        comparator = quantity.get("comparator")
+        if comparator:
+            # "<30 mg/g" is a bound, not a value; reading it as 30 would invent one.
+            self.notes.append(
+                f"{name} recorded as {comparator}{recorded:g} "
+                f"({source}) is a bound, not a value; not read"
+            )
+            return
+        raw, field = quantity.get("code"), "code"
+        if not raw or quantity.get("system") not in (None, UCUM):
+            raw, field = quantity.get("unit"), "unit"
+        try:
+            unit, note = accept_unit(raw, fact)
+        except UnitError as err:
+            raise self.fail(
+                f"{where}valueQuantity.{field}",
+                str(err),
+                f"record the value in one of: {', '.join(fact.units)}",
+            ) from None
+        if note:
+            self.unit_notes[note] = self.unit_notes.get(note, 0) + 1
+        value = float(recorded)
+        try:
+            doubt = plausibility_note(fact, value, unit, source)
+        except UnitError as err:
+            raise self.fail(f"{where}valueQuantity.{field}", str(err)) from None
+        if doubt:
+            self.notes.append(doubt)
+        self.readings.setdefault(name, []).append(
+            Reading(value=value, unit=unit, time=when, source=source)
+        )
+        self.seen(when)
+
+    # Conditions ----------------------------------------------------------
+
+    def status(
+        self, concept: CodeableConcept | None, where: str, known: dict[str, bool]
+    ) -> bool | None:
+        if concept is None or not concept.coding:
+            return None
+        for coding in concept.coding:
+            if coding.code in known:
+                return known[coding.code]
+        codes = ", ".join(f"`{c.code}`" for c in concept.coding)
+        raise self.fail(
+            where,
+            f"clinical status {codes} is not a FHIR R4 clinical status",
+            f"use one of: {', '.join(known)}",
+        )
+
+    @staticmethod
+    def refuted(concept: CodeableConcept | None) -> bool:
+        return concept is not None and any(
+            c.code in _SKIPPED_VERIFICATION for c in concept.coding
+        )
+
+    def condition(self, resource: dict[str, Any], label: str) -> None:
+        cond = self.validate(Condition, resource, label)
+        if cond.code is None or self.refuted(cond.verification_status):
+            return
+        onset = self.first_time(
+            label,
+            ("onsetDateTime", cond.onset_date_time),
+            ("onsetPeriod.start", _start(cond.onset_period)),
+        )
+        end = self.first_time(
+            label,
+            ("abatementDateTime", cond.abatement_date_time),
+            ("abatementPeriod.end", _end(cond.abatement_period)),
+        )
+        active = self.status(
+            cond.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
+        )
+        if active is None:
+            # R4 con-4: an abated condition is inactive, resolved or in remission.
+            active = end is None
+        source = f"Condition/{cond.id}" if cond.id else label
+        found: set[str] = set()
+        for coding in cond.code.coding:
+            if coding.system != SNOMED or not coding.code:
+                continue
+            for concept in self.catalogue.conditions_for_snomed(coding.code):
+                if concept in found:
+                    continue
+                found.add(concept)
+                self.conditions.append(
+                    CodedEntry(
+                        concept=concept,
+                        system=SNOMED,
+                        code=coding.code,
+                        display=coding.display or cond.code.text or "",
+                        onset=onset,
+                        end=end,
+                        active=active,
+                        source=source,
+                    )
+                )
+        if found:
+            self.seen(onset, end)
+
+    # Medications ---------------------------------------------------------
+
+    def medication_code(self, use: MedicationUse, label: str) -> CodeableConcept | None:
+        if use.medication_codeable_concept is not None:
+            return use.medication_codeable_concept
+        ref = use.medication_reference.reference if use.medication_reference else None
+        if not ref:
+            return None
+        if ref.startswith("#"):
+            raw = next((c for c in use.contained if c.get("id") == ref[1:]), None)
+            where = f"{label} contained {ref}"
+        elif ref in self.media:
+            index, raw = self.media[ref]
+            where = label_of("Medication", raw, index)
+        else:
+            raw = None
+        if raw is None:
+            self.notes.append(
+                f"{label}: medicationReference `{ref}` is not in the bundle; "
+                "the medication was not read"
+            )
+            return None
+        return self.validate(Medication, raw, where).code
+
+    def medications_for(self, code: str, text: str) -> list[str]:
+        # A record names the same few drugs again and again (every refill),
+        # and each catalogue look-up tries every ingredient of every drug.
+        key = (code, text)
+        found = self.medication_names.get(key)
+        if found is None:
+            found = self.medication_names[key] = self.catalogue.medications_for(
+                code, text
+            )
+        return found
+
+    def concepts(self, code: CodeableConcept) -> list[tuple[str, Coding | None]]:
+        """Return (concept, coding it came from) pairs for a drug code."""
+        found: dict[str, Coding | None] = {}
+        for coding in code.coding:
+            rx = coding.code if coding.system == RXNORM and coding.code else ""
+            text = coding.display or code.text or ""
+            for concept in self.medications_for(rx, text):
+                found.setdefault(concept, coding)
+        if code.text:
+            for concept in self.medications_for("", code.text):
+                found.setdefault(concept, code.coding[0] if code.coding else None)
+        return list(found.items())
+
+    def medication_use(self, resource: dict[str, Any], label: str) -> None:
+        use = self.validate(MedicationUse, resource, label)
+        if use.status in _SKIPPED_MEDICATION:
+            return
+        code = self.medication_code(use, label)
+        if code is None:
+            return
+        onset = self.first_time(
+            label,
+            ("authoredOn", use.authored_on),
+            ("effectiveDateTime", use.effective_date_time),
+            ("effectivePeriod.start", _start(use.effective_period)),
+            ("dateAsserted", use.date_asserted),
+        )
+        end = self.first_time(
+            label, ("effectivePeriod.end", _end(use.effective_period))
+        )
+        kind = resource["resourceType"]
+        source = f"{kind}/{use.id}" if use.id else label
+        active = use.status in _ACTIVE_MEDICATION
+        entries = [
+            _coded(concept, coding, code, (onset, end, active), source)
+            for concept, coding in self.concepts(code)
+        ]
+        self.medications.extend(entries)
+        if entries:
+            self.seen(onset, end)
+
+    # Allergies -----------------------------------------------------------
+
+    def allergy(self, resource: dict[str, Any], label: str) -> None:
+        item = self.validate(AllergyIntolerance, resource, label)
+        if item.code is None or self.refuted(item.verification_status):
+            return
+        if not item.code.coding and not item.code.text:
+            return
+        onset = self.first_time(
+            label,
+            ("onsetDateTime", item.onset_date_time),
+            ("recordedDate", item.recorded_date),
+        )
+        active = self.status(
+            item.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
+        )
+        source = f"AllergyIntolerance/{item.id}" if item.id else label
+        pairs: list[tuple[str | None, Coding | None]] = [*self.concepts(item.code)]
+        if not pairs:
+            first = next((c for c in item.code.coding if c.code), None)
+            pairs = [(None, first)]
+        span = (onset, None, True if active is None else active)
+        for concept, coding in pairs:
+            self.allergies.append(_coded(concept, coding, item.code, span, source))
+
+
+def _coded(
+    concept: str | None,
+    coding: Coding | None,
+    code: CodeableConcept,
+    span: tuple[datetime | None, datetime | None, bool],
+    source: str,
+) -> CodedEntry:
+    if coding is not None and coding.code:
+        system, value = coding.system or "", coding.code
+        display = coding.display or code.text or ""
+    else:
+        # Text only: recorded as a local name, as a case file would.
+        system, value, display = "local", code.text or "", code.text or ""
+    return CodedEntry(
+        concept=concept,
+        system=system,
+        code=value,
+        display=display,
+        onset=span[0],
+        end=span[1],
+        active=span[2],
+        source=source,
+    )
+
+
+def _start(period: Period | None) -> str | None:
+    return period.start if period is not None else None
+
+
+def _end(period: Period | None) -> str | None:
+    return period.end if period is not None else None
+
+
+def label_of(kind: str, resource: dict[str, Any], index: int) -> str:
+    """How messages name a resource: ``Observation/abc (entry 4)``."""
+    rid = resource.get("id")
+    name = f"{kind}/{rid}" if isinstance(rid, str) and rid else kind
+    return f"{name} (entry {index})"
