@@ -62,10 +62,9 @@ Figures go to stdout as Markdown.
 
 Method: one process loads the knowledge base, reads the bundles into Case
 objects, then sets up its garbage collector exactly as a batch worker process
-does (``engine.batch.KnowledgeBaseSpec.prepare``: ``gc.collect()``,
-``gc.freeze()``, then young collections every ``GC_YOUNG_THRESHOLD``
-allocations instead of 700), so that (a)-(d), and (f), run under the batch
-workers' settings; the worker processes of (e) set up their own the same way.
+does (``engine.batch.KnowledgeBaseSpec.prepare``: ``gc.collect()`` then
+``gc.freeze()``), so that (a)-(d), and (f), run under the batch workers'
+settings; the worker processes of (e) set up their own the same way.
 Latencies are ``time.perf_counter()`` around each call.
 """
 
@@ -593,10 +592,10 @@ def main() -> None:
     KnowledgeBaseSpec().remember(kb)
     with step("reading the bundles"):
         cases = [read_input(p, catalogue=kb.catalogue) for p in paths]
-    # The collector as a batch worker sets it (freeze what is alive, young
-    # collections every GC_YOUNG_THRESHOLD allocations). After reading: the
-    # cases live for the whole run, as no case does in a worker, and frozen
-    # they are not walked by full collections that a worker would not make.
+    # The collector as a batch worker sets it (freeze what is alive). After
+    # reading: the cases live for the whole run, as no case does in a worker,
+    # and frozen they are not walked by full collections a worker would not
+    # make.
     KnowledgeBaseSpec().prepare()
     with step("recording what each case asserts"):
         recorded = baselines.record(kb, cases)

@@ -80,11 +80,6 @@ _loaded: dict[KnowledgeBaseSpec, KnowledgeBase] = {}
 _load_lock = threading.Lock()
 
 
-# Allocations between young-generation collections in batch processes (the
-# interpreter's default is 700); see KnowledgeBaseSpec.prepare.
-GC_YOUNG_THRESHOLD = 20_000
-
-
 @dataclass(frozen=True)
 class KnowledgeBaseSpec:
     """Where a worker finds the knowledge base; loaded once per process.
@@ -120,11 +115,7 @@ class KnowledgeBaseSpec:
 
         Everything alive now (the knowledge base, the imported libraries) lives
         as long as the process, yet each full collection would walk it again;
-        frozen, parsing a bundle takes half the time. Evaluating a case makes
-        tens of thousands of short-lived containers, and with the default
-        threshold (a collection every 700) the collector took about a fifth of
-        evaluation time: young collections run every 20,000 instead. For
-        processes that run batches (the collector is set for the process).
+        frozen, parsing a bundle takes half the time. For worker processes.
 
         Raises:
             RuleFileError: If the rule files are refused.
@@ -133,8 +124,6 @@ class KnowledgeBaseSpec:
         self.load()
         gc.collect()
         gc.freeze()
-        _, older, oldest = gc.get_threshold()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
     def remember(self, kb: KnowledgeBase) -> None:
         """Use an already loaded knowledge base for this spec in this process.
