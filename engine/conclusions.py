@@ -349,6 +349,8 @@ def _point_findings(kb: KnowledgeBase, points: Points) -> list[Finding]:
         if not points.reported(ps.id):
             continue
         pid, result = ps.id, points[ps.id]
+        if not result.reported:  # its items could not be evaluated
+            continue
         score = result.score
         out.append(
             Finding(

@@ -1,0 +1,80 @@
+"""Evaluation when a condition cannot be worked out, and what is never read.
+
+A reading in a unit that does not convert for a comparison (possible through
+the library, where a Case is built without a reader's unit checks) makes the
+assessment partial and names the fact and the units accepted. Leaves are read
+only as rules need them: a condition behind a false guard is never evaluated,
+so a bad reading there does not spoil the assessment.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine import Case, CodedEntry, KnowledgeBase, Reading
+
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+PNEUMONIA = CodedEntry(
+    concept="pneumonia", system="http://snomed.info/sct", code="233604007", onset=WHEN
+)
+
+
+def _case(
+    readings: dict[str, list[Reading]], conditions: list[CodedEntry] | None = None
+) -> Case:
+    return Case(
+        case_id="c",
+        sex="male",
+        age=70,
+        readings=readings,
+        conditions=conditions or [],
+    )
+
+
+def test_a_comparison_whose_unit_does_not_convert_makes_the_assessment_partial(
+    kb: KnowledgeBase,
+) -> None:
+    case = _case(
+        {
+            "systolic_bp": [Reading(value=150.0, unit="kg", time=WHEN)],
+            "diastolic_bp": [Reading(value=95.0, unit="mm[Hg]", time=WHEN)],
+        }
+    )
+
+    result = kb.evaluate(case, as_of=WHEN)
+
+    assert result.status == "partial"
+    assert result.problems == [
+        "a condition could not be evaluated: `kg` cannot be converted to "
+        "`mm[Hg]` for systolic_bp; accepted units: mm[Hg]"
+    ]
+    assert "hypertension" not in {d.id for d in result.diagnoses}
+    assert "bp_stage_2" in {u.rule_id for u in result.undetermined}
+
+
+def test_a_point_score_whose_item_does_not_convert_is_named_and_not_shown(
+    kb: KnowledgeBase,
+) -> None:
+    case = _case(
+        {"bun": [Reading(value=25.0, unit="kg", time=WHEN)]}, conditions=[PNEUMONIA]
+    )
+
+    result = kb.evaluate(case, as_of=WHEN)
+
+    assert result.status == "partial"
+    assert result.problems == [
+        "point score curb65 could not be evaluated: `kg` cannot be converted to "
+        "`mg/dL` for bun; accepted units: mg/dL, mmol/L"
+    ]
+    assert "curb65" not in {f.id for f in result.findings}
+    assert "crb65" in {f.id for f in result.findings}  # CRB-65 leaves urea out
+
+
+def test_a_condition_behind_a_false_guard_is_never_evaluated(kb: KnowledgeBase) -> None:
+    # Urea (BUN) is read only by CURB-65, which applies to pneumonia alone.
+    case = _case({"bun": [Reading(value=25.0, unit="kg", time=WHEN)]})
+
+    result = kb.evaluate(case, as_of=WHEN)
+
+    assert result.status == "complete", result.problems
+    assert result.problems == []
