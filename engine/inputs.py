@@ -7,6 +7,11 @@ large; it takes about 60% of the stdlib's time), falling back to the stdlib
 ``json`` for what orjson refuses, so both accept and reject the same documents
 and messages stay the stdlib's; case files with ruamel.yaml (slower, but it
 keeps line numbers for messages).
+
+A file is first tried as a bundle read straight from its bytes
+(:func:`~engine.fhir.read_bundle_json`, about a tenth faster in all); anything
+that way does not read, every error included, is then read as above, so the
+two ways differ only in speed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .casefile import load_yaml, read_case_data, read_case_file
 from .catalogue import Catalogue
 from .errors import InputError, display_path
 from .facts import Case
-from .fhir import read_bundle
+from .fhir import read_bundle, read_bundle_json
 
 __all__ = ["MAX_BYTES", "read_input", "read_input_data"]
 
@@ -31,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_BYTES: Final = 50_000_000
 """Inputs larger than this are refused (the largest Synthea record is ~3.5 MB)."""
 
+_BOM: Final = "\ufeff".encode()
 _HINT: Final = (
     "give a FHIR R4 Bundle as JSON, or a case file as YAML or JSON "
     "(see examples/README.md)"
@@ -70,7 +76,38 @@ def read_input(path: Path, *, catalogue: Catalogue | None = None) -> Case:
         raise InputError(
             source, "", f"the file cannot be read: {err.strerror or err}"
         ) from None
+    case = _read_bundle_bytes(raw, source, catalogue)
+    if case is not None:
+        return case
     return read_input_data(_decode(raw, source), source=source, catalogue=catalogue)
+
+
+def _read_bundle_bytes(
+    raw: bytes, source: str, catalogue: Catalogue | None
+) -> Case | None:
+    """Read a bundle file the fast way, or None to read it the usual way.
+
+    The usual way (decode, orjson, :func:`~engine.fhir.read_bundle`) reads
+    every input and words every error; this one reads most bundle files in
+    nine tenths of its time and gives None for anything it does not read,
+    including every input the usual way refuses.
+    """
+    # As _decode and _read_data take them: any number of byte-order marks.
+    start = 0
+    while raw.startswith(_BOM, start):
+        start += len(_BOM)
+    body = raw[start:] if start else raw
+    if not body.isascii():
+        # pydantic-core's own UTF-8 checks are not documented to be the
+        # codec's; text the codec refuses must get _decode's message.
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    case = read_bundle_json(body, source=source, catalogue=catalogue)
+    if case is not None:
+        logger.debug("read %s as a FHIR bundle", source)
+    return case
 
 
 def _decode(raw: bytes, source: str) -> str:

@@ -161,7 +161,10 @@ class ResourceReader:
 
     def observation(self, resource: dict[str, Any], label: str) -> None:
         """Read an Observation that :meth:`may_feed_a_fact` let through."""
-        obs = self.validate_observation(resource, label)
+        self.read_observation(self.validate_observation(resource, label), label)
+
+    def read_observation(self, obs: ObservationData, label: str) -> None:
+        """Read an Observation already valid against the fast schema."""
         if obs.get("status") in _SKIPPED_OBSERVATION:
             return
         rid = obs.get("id")

@@ -11,6 +11,9 @@ instances per Observation. Both schemas accept the same JSON; the models stay
 the authority for the wording of errors (pydantic words a nested model's type
 error with the model's name), so an Observation the fast schema refuses is
 validated again with :class:`Observation` to report it.
+
+:data:`BUNDLE` reads a whole bundle's JSON bytes at once: the resource types
+read, each as the reader expects it, and only the type of every other one.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from pydantic import (
     TypeAdapter,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import SchemaValidator, core_schema
 from typing_extensions import TypedDict
 
 __all__ = [
+    "BUNDLE",
     "OBSERVATION",
     "AllergyIntolerance",
+    "BundleObservationData",
     "CodeableConcept",
     "Coding",
     "CodingData",
@@ -199,3 +205,147 @@ class ObservationData(TypedDict):
 
 OBSERVATION: Final = TypeAdapter(ObservationData)
 """Validates one Observation into :data:`ObservationData` (extra ignored)."""
+
+
+# --- the bundle as JSON -------------------------------------------------------
+# pydantic-core parses the bundle's bytes and validates them in one pass
+# (engine.fhir.read_bundle_json): the Claims and Encounters it skips never
+# become Python objects, so they are neither built nor freed as after orjson
+# (pydantic-core still parses them). Anything this schema refuses is read
+# again the usual way, so it may refuse more than the usual reader (a
+# resource type missing from the list below, a malformed Observation that
+# feeds no fact), never less.
+
+
+class MetaData(TypedDict):
+    # Only these two pick an amended resource's current version. Strict
+    # strings: a number here would read differently from orjson's (a big
+    # integer becomes an int, not a float), so it goes the usual way.
+    versionId: NotRequired[str]
+    lastUpdated: NotRequired[str]
+
+
+class BundleObservationData(ObservationData):
+    """An Observation as :data:`BUNDLE` gives it: validated, with its type and meta."""
+
+    resourceType: str
+    meta: NotRequired[MetaData]
+
+
+# FHIR R4 (4.0.1) resource types. The bundle schema reads only the type of
+# these; a type not listed (another FHIR version's, or a typo) fails the
+# schema, and the bundle is read the usual way, which skips any type it does
+# not read.
+_R4_TYPES: Final = """
+    Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment
+    AppointmentResponse AuditEvent Basic Binary BiologicallyDerivedProduct
+    BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry
+    ChargeItem ChargeItemDefinition Claim ClaimResponse ClinicalImpression
+    CodeSystem Communication CommunicationRequest CompartmentDefinition
+    Composition ConceptMap Condition Consent Contract Coverage
+    CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device
+    DeviceDefinition DeviceMetric DeviceRequest DeviceUseStatement
+    DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
+    Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare
+    EventDefinition Evidence EvidenceVariable ExampleScenario
+    ExplanationOfBenefit FamilyMemberHistory Flag Goal GraphDefinition Group
+    GuidanceResponse HealthcareService ImagingStudy Immunization
+    ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide
+    InsurancePlan Invoice Library Linkage List Location Measure MeasureReport
+    Media Medication MedicationAdministration MedicationDispense
+    MedicationKnowledge MedicationRequest MedicationStatement MedicinalProduct
+    MedicinalProductAuthorization MedicinalProductContraindication
+    MedicinalProductIndication MedicinalProductIngredient
+    MedicinalProductInteraction MedicinalProductManufactured
+    MedicinalProductPackaged MedicinalProductPharmaceutical
+    MedicinalProductUndesirableEffect MessageDefinition MessageHeader
+    MolecularSequence NamingSystem NutritionOrder Observation
+    ObservationDefinition OperationDefinition OperationOutcome Organization
+    OrganizationAffiliation Parameters Patient PaymentNotice
+    PaymentReconciliation Person PlanDefinition Practitioner PractitionerRole
+    Procedure Provenance Questionnaire QuestionnaireResponse RelatedPerson
+    RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy
+    ResearchSubject RiskAssessment RiskEvidenceSynthesis Schedule
+    SearchParameter ServiceRequest Slot Specimen SpecimenDefinition
+    StructureDefinition StructureMap Subscription Substance
+    SubstanceNucleicAcid SubstancePolymer SubstanceProtein
+    SubstanceReferenceInformation SubstanceSourceMaterial
+    SubstanceSpecification SupplyDelivery SupplyRequest Task
+    TerminologyCapabilities TestReport TestScript ValueSet VerificationResult
+    VisionPrescription
+""".split()
+
+# Read as plain dicts, as orjson would give them, apart from meta.
+_PLAIN_TYPES: Final = (
+    "Condition",
+    "MedicationRequest",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Medication",
+)
+
+
+def _bundle_schema() -> core_schema.CoreSchema:
+    kind = core_schema.typed_dict_field(core_schema.str_schema())
+    skipped = core_schema.typed_dict_schema({"resourceType": kind})
+    plain = core_schema.typed_dict_schema(
+        {
+            "resourceType": kind,
+            "meta": core_schema.typed_dict_field(
+                TypeAdapter(MetaData).core_schema, required=False
+            ),
+        },
+        extra_behavior="allow",
+    )
+    # The Patient keeps only what the Patient model and the race extension
+    # read, so names and addresses are never built as Python objects.
+    patient = core_schema.typed_dict_schema(
+        {
+            "resourceType": kind,
+            "meta": plain["fields"]["meta"],
+            **dict.fromkeys(
+                [*(f.alias or n for n, f in Patient.model_fields.items()), "extension"],
+                core_schema.typed_dict_field(core_schema.any_schema(), required=False),
+            ),
+        }
+    )
+    choices: dict[Any, core_schema.CoreSchema] = dict.fromkeys(_R4_TYPES, skipped)
+    choices |= dict.fromkeys(_PLAIN_TYPES, plain)
+    choices["Patient"] = patient
+    choices["Observation"] = TypeAdapter(BundleObservationData).core_schema
+    # Tagged: only resourceType is looked up to pick the schema, and an
+    # Observation that fails its own is not then tried as a skipped type.
+    resource = core_schema.tagged_union_schema(choices, discriminator="resourceType")
+    entry = core_schema.typed_dict_schema(
+        {
+            "fullUrl": core_schema.typed_dict_field(
+                core_schema.any_schema(), required=False
+            ),
+            "resource": core_schema.typed_dict_field(
+                core_schema.nullable_schema(resource), required=False
+            ),
+        }
+    )
+    return core_schema.typed_dict_schema(
+        {
+            "resourceType": core_schema.typed_dict_field(
+                core_schema.literal_schema(["Bundle"])
+            ),
+            "entry": core_schema.typed_dict_field(
+                core_schema.nullable_schema(core_schema.list_schema(entry)),
+                required=False,
+            ),
+        }
+    )
+
+
+BUNDLE: Final = SchemaValidator(_bundle_schema())
+"""Parses a Bundle's JSON bytes into dicts of the resources read.
+
+Observations are :class:`BundleObservationData`; the Patient has only the
+elements :class:`Patient` and the race extension read; the other types read
+are plain dicts; ``meta`` is validated in all three; every other resource is
+just its ``resourceType``. Raises :class:`pydantic_core.ValidationError` for
+anything else, including some JSON the usual reader accepts (lone
+surrogates, nesting deeper than pydantic-core's limit).
+"""
