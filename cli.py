@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, TextIO
 
 import click
 from rich.console import Console
@@ -666,14 +668,36 @@ def batch(
 
     def on_interrupt(_signum: int, _frame: object) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            _quit_now(out, out_path)
         stop.set()
         err_console.print(
             "[yellow]stopping after the cases in progress "
             "(Ctrl-C again quits at once; the last line may then be cut)[/]"
         )
 
+    # Once interrupted, the handler stays for the rest of the process: a
+    # second Ctrl-C while the summary is shown, or while the process exits,
+    # also quits at once with the same exit code.
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        _batch_and_report(
+            plan, out, out_path, settings, kb, workers, dask_address, stop
+        )
+    finally:
+        if not stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+
+
+def _batch_and_report(
+    plan: batch_engine.Plan,
+    out: TextIO,
+    out_path: Path,
+    settings: batch_engine.Settings,
+    kb: KnowledgeBase,
+    workers: int | None,
+    dask_address: str | None,
+    stop: threading.Event,
+) -> None:
     try:
         with _BatchProgress() as progress:
             run = functools.partial(
@@ -691,7 +715,6 @@ def batch(
         _fail(f"--out {out_path}: cannot write: {err.strerror or err}", EXIT_USAGE)
         return
     finally:
-        signal.signal(signal.SIGINT, previous)
         if out is not sys.stdout:
             out.close()
     render_batch(summary, err_console)
@@ -701,9 +724,52 @@ def batch(
             f"cases written to {out_path}; the last was {summary.last or 'none'}",
             highlight=False,
         )
-        sys.exit(EXIT_INTERRUPTED)
+        _leave(EXIT_INTERRUPTED)
     if summary.failures:
         sys.exit(EXIT_BATCH_FAILED)
+
+
+def _quit_now(out: TextIO, out_path: Path) -> NoReturn:
+    """The second Ctrl-C: stop the worker processes and leave at once.
+
+    Raising KeyboardInterrupt instead could land inside the process pool's
+    own bookkeeping and leave the batch waiting for ever on workers that
+    ignore Ctrl-C; so nothing is unwound here. Every finished chunk has
+    been flushed already; a line being written may be cut.
+    """
+    # Written straight to the descriptor: a console print from a signal
+    # handler can sit in the console's buffer, which os._exit would lose.
+    message = (
+        f"\nquitting now: {out_path} holds the cases finished so far; "
+        "its last line may be cut\n"
+    )
+    try:
+        os.write(sys.stderr.fileno(), message.encode(errors="replace"))
+    except (OSError, ValueError):
+        pass
+    err_console.show_cursor(True)  # the progress bar may have hidden it
+    try:
+        out.flush()
+    except (OSError, ValueError, RuntimeError):  # closed, or mid-write
+        pass
+    for child in multiprocessing.active_children():
+        child.terminate()
+    _leave(EXIT_INTERRUPTED)
+
+
+def _leave(code: int) -> NoReturn:
+    """End the process now, with nothing left for the interpreter to unwind.
+
+    After an interrupted batch everything is written and closed; a normal exit
+    would still tear the interpreter down, and a Ctrl-C in that window would
+    kill the process with the signal instead of exit code 130.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _run_batch(

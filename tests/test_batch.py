@@ -529,6 +529,54 @@ def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None
     assert f"the last was {path}:{len(docs)}" in err
 
 
+def _running_with(text: str) -> list[int]:
+    """Processes whose command line holds the text (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_a_second_ctrl_c_quits_at_once_and_stops_the_workers(tmp_path: Path) -> None:
+    path = tmp_path / "many.ndjson"
+    line = json.dumps(bundle(hypertensive("cc"))) + "\n"
+    path.write_text(line * 20_000, encoding="utf-8")
+    out = tmp_path / "second-ctrl-c.ndjson"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "batch", str(path), "--out", str(out)]
+        + ["--workers", "2", "--as-of", "2024-06-01"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)  # while the chunks in progress are still running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+
+    # Either the second Ctrl-C quit at once, or the first had already stopped
+    # the batch by then: the same exit code either way, and no worker left.
+    assert proc.returncode == EXIT_INTERRUPTED, flat(err)
+    assert "quitting now" in flat(err) or "cases written to" in flat(err)
+    deadline = time.monotonic() + 10
+    while _running_with(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running_with(str(out)) == []
+    text = out.read_text(encoding="utf-8")
+    whole = text.splitlines()[:-1] if not text.endswith("\n") else text.splitlines()
+    assert all(json.loads(doc)["case_id"] == "cc" for doc in whole)
+
+
 # --- pieces ------------------------------------------------------------------------
 
 
