@@ -30,7 +30,7 @@ from pathlib import PurePath
 from typing import Any, Final, NoReturn
 
 from ruamel.yaml import YAML
-from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.constructor import DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .catalogue import Catalogue, QuantityFact, default_catalogue
@@ -85,9 +85,19 @@ def load_yaml(text: str, *, source: str) -> Any:
                 hint="indent with spaces; YAML does not allow tabs there",
             )
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     try:
         return yaml.load(text)
+    except _BadDateError as err:
+        mark = err.problem_mark
+        raise InputError(
+            source=source,
+            where=_where((mark.line + 1, mark.column + 1), "") if mark else "",
+            # The value is not repeated: it may be a birth date.
+            reason=f"not a real date ({err.problem})",
+            hint="write a real date as YYYY-MM-DD (or YYYY-MM-DDThh:mm)",
+        ) from None
     except DuplicateKeyError as err:
         mark = err.problem_mark
         raise InputError(
@@ -109,6 +119,32 @@ def load_yaml(text: str, *, source: str) -> Any:
         raise InputError(
             source=source, where="", reason=f"not valid YAML: {err}", hint=_SYNTAX_HINT
         ) from None
+
+
+class _BadDateError(MarkedYAMLError):
+    """A YAML timestamp that is no real date (2019-02-30)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's constructor, with an impossible date as a located error.
+
+    ruamel builds dates itself, and 2019-02-30 raised a bare ValueError
+    with no position in the file.
+    """
+
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError as err:
+            raise _BadDateError(str(err), node.start_mark) from None
+
+
+_Constructor.add_constructor(
+    "tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp
+)
 
 
 def _duplicate(problem: str) -> str:

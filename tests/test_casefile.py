@@ -234,6 +234,15 @@ def test_unknown_patient_key() -> None:
     assert err.reason.startswith("unknown key `gender`")
 
 
+def test_an_impossible_date_is_located_and_not_repeated() -> None:
+    # YAML builds dates itself; 30 February was a bare ValueError, no position.
+    err = error("patient:\n  birth_date: 1961-02-30\n  sex: female\n")
+    assert err.where == "line 2, column 15"
+    assert err.reason == "not a real date (day is out of range for month)"
+    assert "1961" not in str(err)  # a birth date is not echoed
+    assert err.hint == "write a real date as YYYY-MM-DD (or YYYY-MM-DDThh:mm)"
+
+
 def test_value_without_unit() -> None:
     err = error("facts:\n  hba1c:\n    - 7.1 %\n    - 6.9\n")
     assert err.where == "line 4, column 7 (facts.hba1c[1])"
