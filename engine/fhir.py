@@ -215,12 +215,15 @@ def _read(
         if patient.gender not in _SEX:
             raise reader.fail(
                 f"{label} gender",
-                f"gender `{patient.gender}` is not a FHIR administrative gender",
+                # The value is not repeated: it identifies the patient.
+                "the gender is not a FHIR administrative gender",
                 "use male, female, other or unknown",
             )
         sex = _SEX[patient.gender]
-    born = reader.time(patient.birth_date, f"{label} birthDate")
-    deceased = reader.time(patient.deceased_date_time, f"{label} deceasedDateTime")
+    born = reader.time(patient.birth_date, f"{label} birthDate", identifying=True)
+    deceased = reader.time(
+        patient.deceased_date_time, f"{label} deceasedDateTime", identifying=True
+    )
     if deceased is None and patient.deceased_boolean:
         reader.notes.append("the patient is recorded as deceased, without a date")
 

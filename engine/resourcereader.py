@@ -131,15 +131,24 @@ class ResourceReader:
         self.validate(Observation, resource, label)
         raise self.invalid(fast, resource, label)
 
-    def time(self, value: str | None, where: str) -> datetime | None:
+    def time(
+        self, value: str | None, where: str, *, identifying: bool = False
+    ) -> datetime | None:
+        """Parse a date element; ``identifying`` keeps its value out of messages.
+
+        A Patient's birth and death dates identify the patient: a message about
+        them (which may reach a log or a batch's error record) names the
+        element, never the value.
+        """
         if value is None:
             return None
         try:
             return parse_datetime(value)
         except ValueError as err:
+            reason = "malformed date" if identifying else f"malformed date: {err}"
             raise self.fail(
                 where,
-                f"malformed date: {err}",
+                reason,
                 "write YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz",
             ) from None
 
