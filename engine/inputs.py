@@ -43,11 +43,11 @@ _HINT: Final = (
 )
 
 
-def read_input(path: Path, *, catalogue: Catalogue | None = None) -> Case:
+def read_input(path: Path | str, *, catalogue: Catalogue | None = None) -> Case:
     """Read a FHIR bundle or case file from disk.
 
     Args:
-        path: The file.
+        path: The file (a path or its name as text).
         catalogue: The fact catalogue; the shipped one by default.
 
     Returns:
@@ -57,6 +57,7 @@ def read_input(path: Path, *, catalogue: Catalogue | None = None) -> Case:
         InputError: If the file is missing, a directory, unreadable, larger
             than 50 MB, not UTF-8, or not a valid bundle or case file.
     """
+    path = Path(path)
     source = display_path(path)
     if not path.exists():
         raise InputError(source, "", "the file does not exist", "check the path")

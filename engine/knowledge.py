@@ -460,9 +460,44 @@ class KnowledgeBase:
                 compare the engine's conclusions with it).
 
         Raises:
-            InputError: If the input cannot be read.
+            InputError: If the input cannot be read, or ``as_of`` is "last" and
+                the record has no dated entries.
         """
         from .evaluation import evaluate_case
+
+        chosen = self._case(case, use_conditions)
+        return evaluate_case(self, chosen, self._when(chosen, as_of, datetime.now(UTC)))
+
+    def evaluate_many(
+        self,
+        cases: Sequence[Case | dict[str, Any] | str | Path],
+        *,
+        as_of: datetime | Literal["last"] | None = None,
+        use_conditions: bool = True,
+    ) -> list[Assessment]:
+        """Evaluate several cases; models score them in one call each.
+
+        Args:
+            cases: Cases, FHIR Bundles as dicts, or paths, as :meth:`evaluate`
+                takes them.
+            as_of: One evaluation time for all (default: now, taken once);
+                ``"last"`` for each record's own last entry.
+            use_conditions: False leaves the problem lists out.
+
+        Returns:
+            One assessment per case, in order.
+
+        Raises:
+            InputError: If an input cannot be read, or ``as_of`` is "last" and a
+                record has no dated entries; nothing is evaluated then.
+        """
+        from .evaluation import evaluate_cases
+
+        now = datetime.now(UTC)
+        chosen = [self._case(c, use_conditions) for c in cases]
+        return evaluate_cases(self, chosen, [self._when(c, as_of, now) for c in chosen])
+
+    def _case(self, case: Case | dict[str, Any] | str | Path, conditions: bool) -> Case:
         from .inputs import read_input, read_input_data
 
         if isinstance(case, str | Path):
@@ -476,8 +511,10 @@ class KnowledgeBase:
                 f"cannot evaluate a {type(case).__name__}",
                 "pass a Case, a FHIR Bundle dict or a file path",
             )
-        if not use_conditions:
-            case = case.without_conditions()
+        return case if conditions else case.without_conditions()
+
+    @staticmethod
+    def _when(case: Case, as_of: object, now: datetime) -> datetime:
         if as_of == "last":
             last = case.last_time()
             if last is None:
@@ -487,38 +524,14 @@ class KnowledgeBase:
                     "`last`: the record has no dated entries",
                     "give the evaluation time as a datetime",
                 )
-            when = last
-        elif as_of is None:
-            when = datetime.now(UTC)
-        elif isinstance(as_of, datetime):
-            when = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-        else:
-            raise InputError(
-                case.source or case.case_id,
-                "as_of",
-                f"cannot use {as_of!r} as the evaluation time",
-                'pass a datetime, "last" or None (now)',
-            )
-        return evaluate_case(self, case, when)
-
-    def evaluate_many(
-        self,
-        cases: Sequence[Case],
-        *,
-        as_of: datetime | None = None,
-        use_conditions: bool = True,
-    ) -> list[Assessment]:
-        """Evaluate several prepared cases; models score them in one call each.
-
-        Args:
-            cases: The cases (read with :func:`engine.read_input`).
-            as_of: One evaluation time for all; default now.
-            use_conditions: False leaves the problem lists out.
-
-        Returns:
-            One assessment per case, in order.
-        """
-        from .evaluation import evaluate_cases
-
-        chosen = [c if use_conditions else c.without_conditions() for c in cases]
-        return evaluate_cases(self, chosen, as_of or datetime.now(UTC))
+            return last
+        if as_of is None:
+            return now
+        if isinstance(as_of, datetime):
+            return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+        raise InputError(
+            case.source or case.case_id,
+            "as_of",
+            f"cannot use {as_of!r} as the evaluation time",
+            'pass a datetime, "last" or None (now)',
+        )

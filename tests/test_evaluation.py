@@ -10,8 +10,11 @@ so a bad reading there does not spoil the assessment.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
-from engine import Case, CodedEntry, KnowledgeBase, Reading
+import pytest
+
+from engine import Case, CodedEntry, InputError, KnowledgeBase, Reading, read_input
 
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 PNEUMONIA = CodedEntry(
@@ -78,3 +81,30 @@ def test_a_condition_behind_a_false_guard_is_never_evaluated(kb: KnowledgeBase) 
 
     assert result.status == "complete", result.problems
     assert result.problems == []
+
+
+# --- the library's evaluate_many, as the README shows it ---------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+
+
+def test_evaluate_many_takes_paths_and_as_of_last_per_record(
+    kb: KnowledgeBase,
+) -> None:
+    undated = _case({"bmi": [Reading(value=31.0, unit="kg/m2")]})
+    dated = _case({"bmi": [Reading(value=31.0, unit="kg/m2", time=WHEN)]})
+    dated = dated.model_copy(update={"last_recorded": WHEN})  # as readers set it
+
+    many = kb.evaluate_many([str(EXAMPLE), dated], as_of="last")
+
+    one = kb.evaluate(EXAMPLE, as_of="last")
+    assert [a.as_of for a in many] == [one.as_of, WHEN]
+    assert [d.id for d in many[0].diagnoses] == [d.id for d in one.diagnoses]
+    assert "obesity_class_1" in {f.id for f in many[1].findings}
+    with pytest.raises(InputError) as info:
+        kb.evaluate_many([dated, undated], as_of="last")
+    assert info.value.where == "as_of"
+
+
+def test_read_input_takes_a_file_name_as_text(kb: KnowledgeBase) -> None:
+    assert read_input(str(EXAMPLE)) == read_input(EXAMPLE)
