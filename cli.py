@@ -544,9 +544,11 @@ def explain(
         )
         return
     if fmt == "json":
-        sys.stdout.write(
-            json.dumps([t.model_dump(mode="json") for t in trees], indent=2) + "\n"
-        )
+        document = {
+            "notice": NOTICE,
+            "conclusions": [t.model_dump(mode="json") for t in trees],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
     for tree in trees:
         console.print(_tree(tree))
@@ -889,6 +891,7 @@ def render_batch(summary: batch_engine.BatchSummary, console: Console) -> None:
         for rule_id, n in summary.undetermined.most_common():
             ut.add_row(rule_id, str(n))
         console.print(ut)
+    console.print(Panel(NOTICE, style="bold yellow", expand=False))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import IO, Final, Literal, Protocol
 
 import orjson
 
-from .assessment import Assessment
+from .assessment import NOTICE, Assessment
 from .bulk import Family, Plan, WorkItem, plan_inputs
 from .errors import CdssError, EvaluationError, InputError, UnitError
 from .evaluation import evaluate_cases
@@ -191,6 +191,7 @@ class Outcome:
             "case_id": item.case_id,
             "error": family,
             "reason": reason,
+            "notice": NOTICE,
         }
         return cls(orjson.dumps(record).decode(), failed=True, status="error")
 

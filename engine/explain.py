@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ruleformat as rf
-from .assessment import Assessment, FactUsed, RuleRef, Score
+from .assessment import NOTICE, Assessment, FactUsed, RuleRef, Score
 from .caseview import CaseView
 from .cutpoints import thresholds_of
 from .facts import Case
@@ -80,6 +80,7 @@ class WhyNot(_Out):
     reached: bool
     attempts: list[RuleAttempt]
     message: str
+    notice: str = NOTICE
 
 
 def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:

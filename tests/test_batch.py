@@ -497,6 +497,7 @@ def test_an_input_that_kills_its_worker_gets_an_error_line_and_the_rest_go_on(
     assert summary.failures == 1
     dead = docs[5]
     assert dead["file"].endswith("case-005.json") and dead["error"] == "worker"
+    assert dead["notice"].startswith("Decision support only")
     assert "worker process ended" in dead["reason"]
     assert [d["case_id"] for d in docs[:5] + docs[6:]] == [
         f"m{i:03}" for i in range(CHUNK_SIZE + 4) if i != 5

@@ -102,9 +102,17 @@ def test_cli_explain_json_and_unknown_conclusion() -> None:
         ],
     )
     assert out.exit_code == 0
-    [tree] = json.loads(out.stdout)
+    document = json.loads(out.stdout)
+    assert document["notice"].startswith("Decision support only")
+    [tree] = document["conclusions"]
     assert tree["rules"][0]["rule_id"] == "bp_stage_2"
     assert tree["facts"][0]["aggregate"] == "mean"
+    why = runner.invoke(
+        main,
+        ["explain", str(EXAMPLE), "--as-of", "last", "--format", "json"]
+        + ["--why-not", "metformin_may_initiate_or_continue"],
+    )
+    assert json.loads(why.stdout)["notice"].startswith("Decision support only")
     bad = runner.invoke(main, ["explain", str(EXAMPLE), "--why-not", "no_such_thing"])
     assert bad.exit_code == 2
     assert "no rule concludes `no_such_thing`" in bad.stderr
