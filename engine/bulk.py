@@ -22,6 +22,7 @@ an error item, so nothing is lost silently.
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import math
 import tempfile
@@ -200,15 +201,27 @@ def _ndjson_items(path: Path) -> Iterator[WorkItem]:
 
 
 def _first(path: Path) -> str | None:
-    """The resourceType of a file's first record, if it has one."""
+    """The resourceType of a file's first readable record, if it has one.
+
+    A broken first line must not decide what the whole file is (a bulk
+    export's Patient.ndjson read as NDJSON of bundles loses every patient):
+    the first of the first 50 records that parses decides.
+    """
     try:
         with path.open("rb") as f:
-            first = next((line for line in f if line.strip()), b"")
-        document = orjson.loads(first)
-    except (OSError, orjson.JSONDecodeError):
+            lines = (line for line in f if line.strip())
+            for line in itertools.islice(lines, 50):
+                try:
+                    document = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                kind = (
+                    document.get("resourceType") if isinstance(document, dict) else None
+                )
+                return kind if isinstance(kind, str) else None
+    except OSError:
         return None
-    kind = document.get("resourceType") if isinstance(document, dict) else None
-    return kind if isinstance(kind, str) else None
+    return None
 
 
 def _expand(text: str) -> list[Path]:

@@ -384,6 +384,23 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
 
 
+def test_a_broken_first_line_does_not_decide_what_an_export_file_is(
+    tmp_path: Path,
+) -> None:
+    folder = bulk_export(tmp_path / "export")
+    patients = folder / "Patient.ndjson"
+    patients.write_text("{oops\n" + patients.read_text(encoding="utf-8"))
+    out = tmp_path / "r.ndjson"
+
+    code, _, _ = run("batch", str(folder), "--out", str(out), "--as-of", "2024-06-01")
+
+    assert code == EXIT_BATCH_FAILED
+    docs = lines(out)
+    broken = [d for d in docs if d.get("file") == str(patients)]
+    assert [(d["line"], d["reason"][:8]) for d in broken] == [(1, "not JSON")]
+    assert {d["case_id"] for d in docs if d["status"] != "error"} == {"b1", "b2"}
+
+
 def test_bulk_grouping_through_many_shards_gives_the_same_lines(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
