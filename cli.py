@@ -789,6 +789,11 @@ def _run_batch(
     except ImportError as err:
         _fail(str(err), EXIT_USAGE)
         raise
+    # dask.distributed logs its cluster's comings and goings at INFO on its own
+    # handlers; they drown the progress bar unless -v asked for them.
+    if logging.getLogger().level > logging.INFO:
+        for name in ("distributed", "dask"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     address = None if dask_address == "local" else dask_address
     try:
         with dask_client(address, workers) as client:

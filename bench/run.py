@@ -5,7 +5,7 @@
     .venv/bin/python bench/run.py --parts e             # (e) alone
     .venv/bin/python bench/run.py --quick               # a smoke run (~20 s)
 
-It measures, on the shared Synthea bundles (../shared/data/fhir):
+It measures, on the shared Synthea bundles (../shared/data/fhir, or --data):
 
 (a) the full pipeline per bundle: read (JSON, FHIR reader) and evaluate, both
     as ``kb.evaluate(path)`` one bundle at a time and as the batch does it
@@ -577,15 +577,21 @@ def main() -> None:
         "--parts", default="abcdef", help="which of (a)-(f) to run, e.g. `e`"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED,
+        help=f"a folder of FHIR bundles (default: {SHARED})",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.batch_copies, args.memory_cases = 1, 1, 1_000
     run = set(args.parts)
     speed = bool(run & set("abcd"))
 
-    paths = sorted(SHARED.glob("*.json"))
+    paths = sorted(args.data.glob("*.json"))
     if not paths:
-        sys.exit(f"no bundles in {SHARED}")
+        sys.exit(f"no bundles in {args.data}; name the folder with --data")
     began = time.perf_counter()
     load_at_start = os.getloadavg()[0]
     kb = KnowledgeBase.load()
@@ -652,7 +658,7 @@ def main() -> None:
     )
     took = time.perf_counter() - began
     print(
-        f"Data: {len(paths)} shared Synthea bundles; run took {took:.0f} s; "
+        f"Data: {len(paths)} bundles in {args.data}; run took {took:.0f} s; "
         f"load average {load_at_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end\n"
     )
