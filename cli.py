@@ -647,7 +647,9 @@ def batch(
     if as_of != "last":
         when = _as_of(as_of, None) or datetime.now(UTC)
     try:
-        plan = batch_engine.plan_inputs(inputs)
+        plan = batch_engine.plan_inputs(
+            inputs, exclude=None if str(out_path) == "-" else out_path
+        )
     except InputError as err:
         _fail(str(err), EXIT_INPUT)
         return
