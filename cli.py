@@ -647,9 +647,7 @@ def batch(
     if as_of != "last":
         when = _as_of(as_of, None) or datetime.now(UTC)
     try:
-        plan = batch_engine.plan_inputs(
-            inputs, exclude=None if str(out_path) == "-" else out_path
-        )
+        plan = batch_engine.plan_inputs(inputs)
     except InputError as err:
         _fail(str(err), EXIT_INPUT)
         return

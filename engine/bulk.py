@@ -253,7 +253,7 @@ def _no_input(text: str, reason: str, hint: str) -> InputError:
     return InputError(text, "", reason, hint)
 
 
-def plan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) -> Plan:
+def plan_inputs(inputs: Iterable[str | Path]) -> Plan:
     """Expand files, folders and glob patterns into a plan.
 
     A file given by name is taken whatever its name; folders (searched
@@ -264,8 +264,6 @@ def plan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) ->
 
     Args:
         inputs: Files, folders and patterns, in order.
-        exclude: A file never to read (the batch's own output, which a folder
-            or pattern of inputs may hold from an earlier run).
 
     Returns:
         The plan.
@@ -275,7 +273,7 @@ def plan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) ->
             input files.
     """
     plan = Plan()
-    seen: set[Path] = {exclude.resolve()} if exclude is not None else set()
+    seen: set[Path] = set()
     bulk: dict[Path, list[Path]] = {}
     for text in inputs:
         for path in _expand(str(text)):

@@ -384,22 +384,6 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
 
 
-def test_the_output_of_an_earlier_run_inside_the_inputs_is_not_read(
-    tmp_path: Path,
-) -> None:
-    folder = tmp_path / "clinic"
-    folder.mkdir()
-    (folder / "p.json").write_text(json.dumps(bundle(hypertensive("p"))))
-    out = folder / "results.ndjson"
-    args = ("batch", str(folder), "--out", str(out), "--as-of", "2024-06-01")
-
-    first = run(*args)
-    second = run(*args)
-
-    assert first[0] == second[0] == 0
-    assert [d["case_id"] for d in lines(out)] == ["p"]
-
-
 def test_a_broken_first_line_does_not_decide_what_an_export_file_is(
     tmp_path: Path,
 ) -> None:
