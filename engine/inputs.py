@@ -37,6 +37,8 @@ MAX_BYTES: Final = 50_000_000
 """Inputs larger than this are refused (the largest Synthea record is ~3.5 MB)."""
 
 _BOM: Final = "\ufeff".encode()
+# Keys every line of cdss's own output has (an assessment or an error record).
+_OUTPUT_KEYS: Final = frozenset({"status", "notice"})
 _HINT: Final = (
     "give a FHIR R4 Bundle as JSON, or a case file as YAML or JSON "
     "(see examples/README.md)"
@@ -232,6 +234,14 @@ def _route(
             f"expected a Bundle, got {kind}",
             "export the patient's record as a FHIR R4 Bundle (of type collection, "
             "transaction or searchset) holding the Patient and the resources",
+        )
+    if isinstance(document, dict) and _OUTPUT_KEYS <= document.keys():
+        raise InputError(
+            source,
+            "",
+            "this is a cdss result (an assessment or a batch error record), "
+            "not a patient's record",
+            "keep earlier results out of the folders and patterns given as inputs",
         )
     if document is None or isinstance(document, dict):
         logger.debug("reading %s as a case file", source)

@@ -384,6 +384,25 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
 
 
+def test_earlier_results_among_the_inputs_are_named_as_results(tmp_path: Path) -> None:
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    (folder / "p.json").write_text(json.dumps(bundle(hypertensive("p"))))
+    args = ("--as-of", "2024-06-01")
+    assert (
+        run("batch", str(folder), "--out", str(folder / "monday.ndjson"), *args)[0] == 0
+    )
+    out = tmp_path / "tuesday.ndjson"
+
+    code, _, _ = run("batch", str(folder), "--out", str(out), *args)
+
+    assert code == EXIT_BATCH_FAILED
+    old, new = lines(out)
+    assert old["file"] == str(folder / "monday.ndjson") and old["line"] == 1
+    assert "this is a cdss result (an assessment" in old["reason"]
+    assert new["case_id"] == "p"
+
+
 def test_a_broken_first_line_does_not_decide_what_an_export_file_is(
     tmp_path: Path,
 ) -> None:
