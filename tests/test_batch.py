@@ -540,14 +540,17 @@ def test_an_input_that_kills_its_worker_gets_an_error_line_and_the_rest_go_on(
     ]
 
 
-def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None:
+def _long_batch(
+    tmp_path: Path, workers: int
+) -> tuple[subprocess.Popen[str], Path, Path]:
+    """A batch of 20,000 cases in a process of its own, once it has written."""
     path = tmp_path / "many.ndjson"
     line = json.dumps(bundle(hypertensive("cc"))) + "\n"
     path.write_text(line * 20_000, encoding="utf-8")
-    out = tmp_path / "r.ndjson"
+    out = tmp_path / f"r{workers}.ndjson"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "batch", str(path), "--out", str(out)]
-        + ["--workers", "1", "--as-of", "2024-06-01"],
+        + ["--workers", str(workers), "--as-of", "2024-06-01"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -555,6 +558,11 @@ def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None
     deadline = time.monotonic() + 60
     while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return proc, path, out
+
+
+def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None:
+    proc, path, out = _long_batch(tmp_path, workers=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = flat(err)
@@ -581,20 +589,7 @@ def _running_with(text: str) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 def test_a_second_ctrl_c_quits_at_once_and_stops_the_workers(tmp_path: Path) -> None:
-    path = tmp_path / "many.ndjson"
-    line = json.dumps(bundle(hypertensive("cc"))) + "\n"
-    path.write_text(line * 20_000, encoding="utf-8")
-    out = tmp_path / "second-ctrl-c.ndjson"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "batch", str(path), "--out", str(out)]
-        + ["--workers", "2", "--as-of", "2024-06-01"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc, _path, out = _long_batch(tmp_path, workers=2)
 
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)  # while the chunks in progress are still running
