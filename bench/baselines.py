@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -356,16 +356,9 @@ class ThresholdMatcher:
         """
         sid = f"c{next(self._sids)}"
         run = self._runs[sid] = _Run()
-        host, name = self._host, self.name
         try:
-            host.assert_fact(name, {"t": "start", "sid": sid})
-            for fact in facts:
-                try:
-                    host.assert_fact(name, {**fact, "sid": sid})
-                except (MessageNotHandledException, MessageObservedException):
-                    pass  # a fact no rule matches: normal
+            _drive(self._host, self.name, sid, facts)
         finally:
-            host.delete_state(name, sid)
             del self._runs[sid]
         return run.fired
 
@@ -388,20 +381,25 @@ def raw_durable(kb: KnowledgeBase, batches: list[list[Fact]], sid: str) -> set[i
         The indices of the rules that fired (from that session record).
     """
     matcher = kb.matcher
-    host, name = matcher._host, matcher.name
     session = matcher._sessions[sid] = Session(sid)
     try:
-        host.assert_fact(name, {"t": "start", "sid": sid})
-        for batch in batches:
-            for fact in batch:
-                try:
-                    host.assert_fact(name, {**fact, "sid": sid})
-                except (MessageNotHandledException, MessageObservedException):
-                    pass  # a fact no rule matches: normal
+        _drive(matcher._host, matcher.name, sid, itertools.chain(*batches))
     finally:
-        host.delete_state(name, sid)
         del matcher._sessions[sid]
     return {ri for ri, _conjunct in session.fired}
+
+
+def _drive(host: _QuietHost, name: str, sid: str, facts: Iterable[Fact]) -> None:
+    """A session of its own: the start fact, the facts one at a time, deleted."""
+    try:
+        host.assert_fact(name, {"t": "start", "sid": sid})
+        for fact in facts:
+            try:
+                host.assert_fact(name, {**fact, "sid": sid})
+            except (MessageNotHandledException, MessageObservedException):
+                pass  # a fact no rule matches: normal
+    finally:
+        host.delete_state(name, sid)
 
 
 # --- (d) plain Python -----------------------------------------------------------------

@@ -58,7 +58,7 @@ from engine.catalogue import QuantityFact
 from engine.cutpoints import round_for_banding, thresholds_of
 from engine.decisions import Decider, decider
 from engine.errors import UnitError
-from engine.evaluation import _row, _score, _view
+from engine.evaluation import prepare_chunk
 from engine.leaves import _aggregate
 from engine.points import Points
 from engine.units import convert
@@ -250,12 +250,7 @@ class CaseFacts:
             Per case, its facts; None for a case that reaches no rule.
         """
         kb = self.kb
-        views = [_view(kb, case, when) for case, when in zip(cases, times, strict=True)]
-        scores: list[dict[str, Score]] = [{} for _ in cases]
-        for name, model in kb.models.items():
-            rows = [_row(kb, view, name, model) for view in views]
-            for found, s in zip(scores, model.score_many(rows), strict=True):
-                found[name] = _score(name, s)
+        views, scores = prepare_chunk(kb, cases, times)
 
         out: list[list[Fact] | None] = []
         for k, (view, found) in enumerate(zip(views, scores, strict=True)):

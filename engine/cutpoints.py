@@ -19,6 +19,7 @@ from functools import lru_cache
 from . import ruleformat as rf
 from .catalogue import QuantityFact
 from .facts import Reading
+from .memo import ByIdentity
 from .units import convert, normalise_unit
 
 __all__ = [
@@ -100,28 +101,22 @@ def in_unit(reading: Reading, unit: str, fact: QuantityFact) -> float:
 # Per operator given: its test, its sign, and its cut points (a plain number
 # in the fact's own unit, "1" for a count).
 Cuts = list[tuple[Callable[[float, float], bool], str, list[Threshold]]]
-_cuts_cache: dict[int, tuple[rf.FactComparison, str, Cuts]] = {}
+_cuts: ByIdentity[rf.FactComparison, Cuts] = ByIdentity()
 
 
 def cuts_of(cond: rf.FactComparison, fact: QuantityFact) -> Cuts:
-    """The condition's cut points, parsed once per condition.
+    """The condition's cut points, parsed once per condition."""
 
-    Kept by the condition's identity; the entry holds the condition, so the
-    identity cannot be reused while it is kept.
-    """
-    hit = _cuts_cache.get(id(cond))
-    if hit is not None and hit[0] is cond and hit[1] == fact.unit:
-        return hit[2]
-    cuts: Cuts = []
-    for op, (test, sign) in OPERATORS.items():
-        given = thresholds_of(getattr(cond, op))
-        if given:
-            units = [c if c.unit else Threshold(c.value, fact.unit) for c in given]
-            cuts.append((test, sign, units))
-    if len(_cuts_cache) >= 4096:
-        _cuts_cache.clear()
-    _cuts_cache[id(cond)] = (cond, fact.unit, cuts)
-    return cuts
+    def parse(c: rf.FactComparison) -> Cuts:
+        cuts: Cuts = []
+        for op, (test, sign) in OPERATORS.items():
+            given = thresholds_of(getattr(c, op))
+            if given:
+                units = [t if t.unit else Threshold(t.value, fact.unit) for t in given]
+                cuts.append((test, sign, units))
+        return cuts
+
+    return _cuts.get(cond, parse, tag=fact.unit)
 
 
 def meets_cuts(

@@ -24,6 +24,7 @@ from . import ruleformat as rf
 from .assessment import Score
 from .caseview import CaseView, parse_duration
 from .leaves import compare_fact, condition_key, evaluate_leaf
+from .memo import ByIdentity
 
 if TYPE_CHECKING:
     from .points import PointResult
@@ -33,21 +34,12 @@ __all__ = ["Decider", "decide_leaf", "decider"]
 Points: TypeAlias = "Mapping[str, PointResult] | None"
 Decider: TypeAlias = Callable[[CaseView, dict[str, Score], Points], bool | None]
 
-_compiled: dict[int, tuple[rf.Condition, Decider]] = {}
+_compiled: ByIdentity[rf.Condition, Decider] = ByIdentity(limit=8192)
 
 
 def decider(cond: rf.Condition) -> Decider:
-    """The condition compiled into a function ``(view, scores, points)``.
-
-    Kept by the condition's identity; the entry holds the condition, so the
-    identity cannot be reused while it is kept.
-    """
-    hit = _compiled.get(id(cond))
-    if hit is None or hit[0] is not cond:
-        if len(_compiled) >= 8192:
-            _compiled.clear()
-        hit = _compiled[id(cond)] = (cond, _compile(cond))
-    return hit[1]
+    """The condition compiled into a function ``(view, scores, points)``."""
+    return _compiled.get(cond, _compile)
 
 
 def decide_leaf(
@@ -98,6 +90,8 @@ def _at_least(k: int, conditions: Sequence[rf.Condition]) -> Decider:
 
     def decide(view: CaseView, scores: dict[str, Score], points: Points) -> bool | None:
         # True once k parts are true; false once fewer than k can still be.
+        # The same loop as engine.truth.truth's, inlined: a shared loop fed by
+        # a generator measured about 5 % slower on this hot path.
         if k <= 0:
             return True
         true = unknown = 0

@@ -25,7 +25,7 @@ from .conclusions import after_death, assemble
 from .decisions import decider
 from .errors import EvaluationError, UnitError
 from .facts import Case
-from .leaves import LeafResult, evaluate_leaf
+from .leaves import LeafResult, condition_key, evaluate_leaf
 from .points import Points
 from .truth import missing, truth
 from .units import convert
@@ -96,11 +96,8 @@ def _first_equal(kb: KnowledgeBase) -> list[int]:
     """
     found = _equal_leaves.get(kb)
     if found is None:
-        first: dict[tuple[str, str], int] = {}
-        found = [
-            first.setdefault((type(c).__name__, c.model_dump_json()), i)
-            for i, c in enumerate(kb.leaves)
-        ]
+        first: dict[str, int] = {}
+        found = [first.setdefault(condition_key(c), i) for i, c in enumerate(kb.leaves)]
         _equal_leaves[kb] = found
     return found
 
@@ -186,16 +183,25 @@ def evaluate_cases(
         raise EvaluationError(
             f"as_of: expected one time per case ({len(cases)}), got {len(times)}"
         )
+    views, scores = prepare_chunk(kb, cases, times)
+    return [
+        _run(kb, case, view, found)
+        for case, view, found in zip(cases, views, scores, strict=True)
+    ]
+
+
+def prepare_chunk(
+    kb: KnowledgeBase, cases: Sequence[Case], times: Sequence[datetime]
+) -> tuple[list[CaseView], list[dict[str, Score]]]:
+    """Steps (1) and (2) for a chunk: each case's view, then every model's
+    scores for the whole chunk in one call per model."""
     views = [_view(kb, case, when) for case, when in zip(cases, times, strict=True)]
     scores: list[dict[str, Score]] = [{} for _ in cases]
     for name, model in kb.models.items():
         rows = [_row(kb, view, name, model) for view in views]
         for out, s in zip(scores, model.score_many(rows), strict=True):
             out[name] = _score(name, s)
-    return [
-        _run(kb, case, view, found)
-        for case, view, found in zip(cases, views, scores, strict=True)
-    ]
+    return views, scores
 
 
 class _Leaves:
@@ -276,7 +282,7 @@ def _run(
     view: CaseView,
     scores: dict[str, Score],
 ) -> Assessment:
-    """Steps (3) to (6) for one case whose view and scores are ready."""
+    """Steps (3) to (5) for one case whose view and scores are ready."""
     if case.deceased is not None and view.as_of >= _aware(case.deceased):
         return after_death(kb, case, view)
     points = Points(view, kb.point_scores, scores)

@@ -30,6 +30,7 @@ from .cutpoints import (
     thresholds_of,
 )
 from .facts import Reading
+from .memo import ByIdentity
 
 if TYPE_CHECKING:
     from .points import PointResult
@@ -407,17 +408,9 @@ def _evaluate(
     raise TypeError(f"not a fact-level condition: {type(cond).__name__}")
 
 
-_identities: dict[int, tuple[rf.Condition, str]] = {}
+_keys: ByIdentity[rf.Condition, str] = ByIdentity()
 
 
 def condition_key(cond: rf.Condition) -> str:
     """The condition's content, as text (worked out once per condition)."""
-    hit = _identities.get(id(cond))
-    if hit is None or hit[0] is not cond:
-        if len(_identities) >= 4096:
-            _identities.clear()
-        hit = _identities[id(cond)] = (
-            cond,
-            f"{type(cond).__name__} {cond.model_dump_json()}",
-        )
-    return hit[1]
+    return _keys.get(cond, lambda c: f"{type(c).__name__} {c.model_dump_json()}")

@@ -11,17 +11,16 @@ score: the total is None until every item is known.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import ruleformat as rf
 from .assessment import FactUsed, Score
 from .caseview import CaseView
-from .cutpoints import compare_value, text_matches
+from .cutpoints import OPERATORS, compare_value, text_matches
 from .decisions import decide_leaf
 from .errors import UnitError
 from .leaves import LeafResult, evaluate_leaf, value_for_band
+from .memo import ByIdentity
 
 __all__ = [
     "ItemResult",
@@ -30,13 +29,6 @@ __all__ = [
     "evaluate_points",
     "points_leaf",
 ]
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "above": operator.gt,
-    "at_least": operator.ge,
-    "below": operator.lt,
-    "at_most": operator.le,
-}
 
 
 @dataclass
@@ -132,24 +124,21 @@ def _in_band(
     return compare_value(value, unit, _band_condition(item, band), fact)[0]
 
 
-_bands: dict[int, tuple[rf.Band, rf.FactComparison]] = {}
+_bands: ByIdentity[rf.Band, rf.FactComparison] = ByIdentity()
 
 
 def _band_condition(item: rf.PointItem, band: rf.Band) -> rf.FactComparison:
     """A band's cut points as a comparison (made once per band)."""
-    hit = _bands.get(id(band))
-    if hit is None or hit[0] is not band:
-        if len(_bands) >= 4096:
-            _bands.clear()
-        cond = rf.FactComparison(
+    return _bands.get(
+        band,
+        lambda b: rf.FactComparison(
             fact=item.fact or "",
-            above=band.above,
-            at_least=band.at_least,
-            below=band.below,
-            at_most=band.at_most,
-        )
-        hit = _bands[id(band)] = (band, cond)
-    return hit[1]
+            above=b.above,
+            at_least=b.at_least,
+            below=b.below,
+            at_most=b.at_most,
+        ),
+    )
 
 
 def _item(view: CaseView, item: rf.PointItem, scores: dict[str, Score]) -> ItemResult:
@@ -271,7 +260,7 @@ def points_leaf(cond: rf.PointsTest, points: dict[str, PointResult]) -> LeafResu
         readings=len(result.items),
     )
     checks: list[bool | None] = []
-    for op, test in _OPS.items():
+    for op, (test, _sign) in OPERATORS.items():
         cut = getattr(cond, op)
         if cut is None:
             continue
