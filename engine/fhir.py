@@ -21,7 +21,6 @@ identifies the patient (names, addresses) is ever read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
@@ -31,7 +30,7 @@ from .catalogue import Catalogue, default_catalogue
 from .errors import InputError
 from .facts import Case, Reading, Sex
 from .resourcereader import ResourceReader, kind_of, label_of
-from .resources import BUNDLE, Patient
+from .resources import BUNDLE, ObservationData, Patient
 from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SEX: Final[dict[str, Sex]] = {s: s for s in ("male", "female", "other", "unknown")}
-_Handler = Callable[[dict[str, Any], str], None]
 _READ_TYPES: Final = (
     "Patient",
     "Observation",
@@ -227,22 +225,25 @@ def _read(
     if deceased is None and patient.deceased_boolean:
         reader.notes.append("the patient is recorded as deceased, without a date")
 
-    observation: _Handler = reader.observation
+    # Checked before the label is made: most Observations stop here.
     if validated:
         # BUNDLE gave them as ObservationData: validating again would only
-        # repeat the work.
-        observation = cast(_Handler, reader.read_observation)
+        # repeat the work, and their codes are known to be well-formed.
+        for index, resource in buckets["Observation"]:
+            obs = cast(ObservationData, resource)
+            if reader.feeds_a_fact(obs):
+                reader.read_observation(obs, label_of("Observation", resource, index))
+    else:
+        for index, resource in buckets["Observation"]:
+            if reader.may_feed_a_fact(resource):
+                reader.observation(resource, label_of("Observation", resource, index))
     for kind, handler in (
-        ("Observation", observation),
         ("Condition", reader.condition),
         ("MedicationRequest", reader.medication_use),
         ("MedicationStatement", reader.medication_use),
         ("AllergyIntolerance", reader.allergy),
     ):
         for index, resource in buckets[kind]:
-            # Checked before the label is made: most Observations stop here.
-            if kind == "Observation" and not reader.may_feed_a_fact(resource):
-                continue
             handler(resource, label_of(kind, resource, index))
 
     reader.notes.extend(

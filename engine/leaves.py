@@ -21,6 +21,7 @@ from .caseview import CaseView, parse_duration
 from .catalogue import QuantityFact
 from .cutpoints import (
     OPERATORS,
+    Cuts,
     compare_value,
     cuts_of,
     in_unit,
@@ -185,6 +186,8 @@ def compare_fact(
             ],
         )
     units = {r.unit or fact.unit for r in readings}
+    if len(units) > 1 and cond.value in ("max", "min"):
+        return _extreme_in_own_units(view, cond, fact, readings, cuts, evidence)
     first_cut = next(
         (thresholds_of(getattr(cond, op))[0] for op in OPERATORS if getattr(cond, op)),
         None,
@@ -207,6 +210,63 @@ def compare_fact(
         age_days=(view.as_of - view.time_of(readings[-1])).days,
     )
     return LeafResult(ok, facts=[summary], detail=shown or [])
+
+
+def _extreme_in_own_units(
+    view: CaseView,
+    cond: rf.FactComparison,
+    fact: QuantityFact,
+    readings: list[Reading],
+    cuts: Cuts,
+    evidence: bool,
+) -> LeafResult:
+    """The highest or lowest of readings in several units, against cut points.
+
+    Spec 0.2 compares each value with the cut point of the unit it arrived
+    in, and the paired cut points are not exact conversions of each other
+    (4.9 mmol/L of LDL-C is 189.5 mg/dL, not 190). Converting every reading to
+    one unit before taking the highest would lose that. So, without
+    converting: the highest reading meets a lower cut point ("at least 190
+    mg/dL or 4.9 mmol/L") when some reading meets it in its own unit, and an
+    upper cut point when every reading does; the other way round for the
+    lowest.
+    """
+    highest = cond.value == "max"
+    ok = True
+    shown: list[str] = []
+    chosen: list[Reading] = []
+    for test, sign, given in cuts:
+        lower = sign in (">", ">=")
+        one = [(test, sign, given)]
+        meets = [
+            meets_cuts(r.value, r.unit or fact.unit, one, fact, None)  # type: ignore[arg-type]
+            for r in readings
+        ]
+        # "Some reading" for a lower cut of the highest (an upper of the
+        # lowest), "every reading" otherwise; readings are oldest first, and
+        # the latest one that decides is the one shown.
+        some = lower == highest
+        holds = any(meets) if some else all(meets)
+        ok = ok and holds
+        if not evidence:
+            if not ok:
+                return LeafResult(False)
+            continue
+        deciding = [r for r, m in zip(readings, meets, strict=True) if m is some]
+        r = deciding[-1] if deciding else readings[-1]
+        meets_cuts(r.value, r.unit or fact.unit, one, fact, shown)  # type: ignore[arg-type]
+        if all(r is not c for c in chosen):
+            chosen.append(r)
+    if not evidence:
+        return LeafResult(ok)
+    facts = [_used(view, cond.fact, r, cond.value) for r in chosen]
+    detail = [
+        f"{cond.value} of {len(readings)} {cond.fact} readings in "
+        f"{len({r.unit or fact.unit for r in readings})} units: each compared "
+        "with the cut point of its own unit",
+        *shown,
+    ]
+    return LeafResult(ok, facts=facts, detail=detail)
 
 
 def _aggregate(

@@ -237,6 +237,16 @@ class ResourceReader:
                     return True
         return False
 
+    def feeds_a_fact(self, obs: ObservationData) -> bool:
+        """:meth:`may_feed_a_fact` for an Observation already validated."""
+        by_loinc = self.catalogue.fact_for_loinc
+        for code in (obs["code"], *(c["code"] for c in obs.get("component", ()))):
+            for item in code.get("coding", ()):
+                value = item.get("code")
+                if value and item.get("system") == LOINC and by_loinc(value):
+                    return True
+        return False
+
     def loinc_facts(self, coding: Iterable[CodingData]) -> Iterator[str]:
         for item in coding:
             code = item.get("code")

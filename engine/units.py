@@ -126,6 +126,8 @@ def convert(value: float, unit: str, target: str, fact: QuantityFact) -> float:
     Raises:
         UnitError: If the unit is unknown or no conversion to ``target`` exists.
     """
+    if unit == target:
+        return value
     unit, target = normalise_unit(unit), normalise_unit(target)
     if unit == target:
         return value

@@ -835,13 +835,6 @@ def test_highest_ldl_on_record_counts_after_a_statin_lowered_it(
     assert "statin_high_intensity_continue" in result.rules_fired
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the highest of LDL-C results in mg/dL and mmol/L is compared in "
-    "mg/dL (the first cut point's unit), so 4.9 mmol/L (189.5 mg/dL) misses "
-    "190 mg/dL; the engine cannot say 'some reading meets the cut point of "
-    "its own unit' (spec 0.2)",
-)
 def test_ldl_any_reading_native_unit_mixed_units(kb: KnowledgeBase) -> None:
     c = statin_case(
         50,
@@ -853,6 +846,38 @@ def test_ldl_any_reading_native_unit_mixed_units(kb: KnowledgeBase) -> None:
     )
     groups, _ = statin_outcome(evaluate(kb, c))
     assert groups == {"statin_group_ldl_190"}
+
+
+@pytest.mark.parametrize(
+    ("readings", "shown"),
+    [
+        # 189.8 mg/dL is the higher value once converted (4.9 mmol/L is
+        # 189.5 mg/dL), but only the mmol/L result meets its own cut point.
+        ([(4.9, "mmol/L", 700), (189.8, "mg/dL", 10)], (4.9, "mmol/L")),
+        ([(189.8, "mg/dL", 700), (4.9, "mmol/L", 10)], (4.9, "mmol/L")),
+        ([(190, "mg/dL", 700), (3.0, "mmol/L", 10)], (190, "mg/dL")),
+        ([(4.8, "mmol/L", 700), (189, "mg/dL", 10)], None),
+        ([(4.89, "mmol/L", 700), (189.9, "mg/dL", 10)], None),
+    ],
+)
+def test_ldl_highest_of_mixed_units_meets_the_cut_point_of_its_own_unit(
+    kb: KnowledgeBase,
+    readings: list[tuple[float, str, int]],
+    shown: tuple[float, str] | None,
+) -> None:
+    c = statin_case(
+        50,
+        ldl=None,
+        extra=[lab("ldl_cholesterol", v, u, days_ago=d) for v, u, d in readings],
+    )
+    result = evaluate(kb, c)
+    groups, _ = statin_outcome(result)
+    assert groups == ({"statin_group_ldl_190"} if shown else set())
+    if shown:
+        (group,) = [f for f in result.findings if f.id == "statin_group_ldl_190"]
+        (used,) = [f for f in group.evidence.facts if f.name == "ldl_cholesterol"]
+        # The evidence is the reading that met its cut point, in its own unit.
+        assert (used.value, used.unit, used.aggregate) == (*shown, "max")
 
 
 @pytest.mark.parametrize(
