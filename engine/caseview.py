@@ -84,6 +84,10 @@ class CaseView:
     # a mean), worked out once per case; emptied when a calculation adds
     # readings.
     cache: dict[tuple[object, ...], object] = field(default_factory=dict, repr=False)
+    # Findings the rules decided, for calculations that read one (empty until
+    # the rules have run), and the findings a calculation would have read.
+    findings: dict[str, bool | None] = field(default_factory=dict)
+    reads_findings: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
@@ -355,8 +359,9 @@ class CaseView:
 
         Not calculated (the missing inputs named, spec 0.4) outside the age
         range, with the excluding condition (clinical ASCVD), or when an input
-        is missing. Diabetes and smoking come from the problem list only:
-        calculations run before the rules, so no finding can feed them.
+        is missing. Smoking comes from the problem list; diabetes from the
+        problem list or, once the rules have decided it, the finding named by
+        ``diabetes_finding`` (a diabetes the laboratory results confirm).
         """
         p = calc.parameters
         missing: list[str] = []
@@ -389,6 +394,13 @@ class CaseView:
             self.missing_inputs.setdefault(calc.fact, []).extend(missing)
             return
 
+        diabetes = self.has_condition(str(p["diabetes_condition"]))
+        finding = p.get("diabetes_finding")
+        by_finding = False
+        if finding is not None and not diabetes:
+            # Known only after the rules: the evaluation runs this again.
+            self.reads_findings.add(str(finding))
+            diabetes = by_finding = self.findings.get(str(finding)) is True
         units = {
             "total_cholesterol": "mg/dL",
             "hdl_cholesterol": "mg/dL",
@@ -415,17 +427,15 @@ class CaseView:
                 systolic_bp=values["systolic_bp"],
                 treated=any(self.taking(m) for m in treated_by),
                 smoker=self.has_condition(str(p["smoker_condition"])),
-                # XXX: a lab-confirmed diabetes (a finding) cannot count here:
-                # the rules run after the calculations. Pinned by
-                # tests/test_rules_prevention.py::
-                # test_lab_confirmed_diabetes_feeds_the_pooled_cohort_equations
-                diabetes=self.has_condition(str(p["diabetes_condition"])),
+                diabetes=diabetes,
             )
             value = pooled_cohort_2013(inputs, p)
         except (UnitError, ValueError) as err:
             self.notes.append(f"{calc.id}: not calculated: {err}")
             return
         sources = ", ".join(r.source for r in latest.values() if r.source)
+        if by_finding:
+            sources += f", finding {finding}"
         self._add_derived(
             calc.fact,
             [

@@ -529,6 +529,72 @@ def _references(
     return []
 
 
+def _check_calculation_findings(
+    files: list[LoadedFile], sites: list[RuleSite], produced: set[str]
+) -> list[Problem]:
+    """A finding a calculation reads must exist and must not depend on it.
+
+    Such a calculation is run again once the rules have decided the finding;
+    if the finding itself rested on the calculated fact, the second run could
+    change what the first one decided.
+    """
+    problems: list[Problem] = []
+    for f in files:
+        for i, calc in enumerate(f.model.calculations):
+            for key, finding in calc.findings().items():
+                line, col = f.raw["calculations"][i]["parameters"].lc.key(key)
+                if finding not in produced:
+                    problems.append(
+                        Problem(
+                            f.path,
+                            line + 1,
+                            col + 1,
+                            f"calculation `{calc.id}`: {key} `{finding}` is not "
+                            "asserted by any rule",
+                            hint=_suggest(finding, sorted(produced))
+                            or "name a finding that some rule asserts",
+                            code="unknown-finding",
+                        )
+                    )
+                elif finding in _findings_resting_on(calc.fact, sites):
+                    problems.append(
+                        Problem(
+                            f.path,
+                            line + 1,
+                            col + 1,
+                            f"calculation `{calc.id}` reads finding `{finding}`, "
+                            f"which rests on `{calc.fact}`, the fact it calculates",
+                            hint="a calculation may read only findings that do "
+                            "not depend on its own result",
+                            code="cycle",
+                        )
+                    )
+    return problems
+
+
+def _findings_resting_on(fact: str, sites: list[RuleSite]) -> set[str]:
+    """Findings asserted by rules that read ``fact``, directly or through findings."""
+    from .compiler import produced_by
+
+    reads: list[tuple[set[str], set[str], list[str]]] = []
+    for site in sites:
+        if site.section != "rules":
+            continue
+        conds = [c for c, _ in _walk(site.rule.when, site.raw["when"])]
+        facts = {c.fact for c in conds if isinstance(c, rf.FactComparison)}
+        needs = {c.finding for c in conds if isinstance(c, rf.FindingTest)}
+        reads.append((facts, needs, produced_by(site.rule)))
+    resting: set[str] = set()
+    grown = True
+    while grown:
+        grown = False
+        for facts, needs, made in reads:
+            if (fact in facts or needs & resting) and not set(made) <= resting:
+                resting.update(made)
+                grown = True
+    return resting
+
+
 def check_rule_files(
     files: list[LoadedFile], catalogue: Catalogue, models: set[str]
 ) -> list[Problem]:
@@ -587,6 +653,7 @@ def check_rule_files(
                         code="unknown-fact",
                     )
                 )
+    problems += _check_calculation_findings(files, sites, produced)
     for site in sites:
         if site.rule.id in seen:
             other = seen[site.rule.id]

@@ -143,8 +143,13 @@ def _live_leaf_facts(kb: KnowledgeBase, leaves: _Leaves) -> list[dict[str, objec
     return [{"t": "leaf", "k": i, "v": v} for i, v in sorted(live)]
 
 
-def _view(kb: KnowledgeBase, case: Case, as_of: datetime) -> CaseView:
-    view = CaseView(case, as_of, kb.catalogue)
+def _view(
+    kb: KnowledgeBase,
+    case: Case,
+    as_of: datetime,
+    findings: dict[str, bool | None] | None = None,
+) -> CaseView:
+    view = CaseView(case, as_of, kb.catalogue, findings=findings or {})
     view.run_calculations(kb.calculations)
     return view
 
@@ -308,6 +313,27 @@ def _run(
                 finding_missing[f] = sorted({*finding_missing.get(f, []), *lacking[ri]})
             else:
                 found.setdefault(f, False)
+
+    # A calculation that reads a finding (the pooled cohort equations read a
+    # diabetes the laboratory rules confirm) ran before the rules decided it.
+    # If the finding holds, the case is evaluated again with it known: the
+    # finding does not rest on what the calculation gives (engine.checks), so
+    # the second pass decides it the same way.
+    if (
+        not view.findings
+        and view.reads_findings
+        and any(found.get(f) is True for f in view.reads_findings)
+    ):
+        known = {f: found.get(f) for f in view.reads_findings}
+        again = _view(kb, case, view.as_of, known)
+        fed = {calc.fact for calc in kb.calculations if calc.findings()}
+        if any(
+            fed.intersection(feature.facts())
+            for model in kb.models.values()
+            for feature in model.card.features
+        ):
+            scores = _scores(kb, again)
+        return _run(kb, case, again, scores)
 
     # The matcher chains the findings from the decided leaves that can complete
     # a conjunct (see _live_leaf_facts). Before each stratum's gates, findings

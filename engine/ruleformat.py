@@ -395,6 +395,14 @@ class Calculation(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     source: str
 
+    def findings(self) -> dict[str, str]:
+        """Parameters naming a finding the calculation reads (``*_finding``).
+
+        A calculation runs before the rules; one that reads a finding is run
+        again once the rules have decided it (see engine.evaluation).
+        """
+        return {k: str(v) for k, v in self.parameters.items() if k.endswith("_finding")}
+
 
 class Band(_Strict):
     """One band of a banded item: the points for values in it."""

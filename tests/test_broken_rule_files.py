@@ -153,6 +153,22 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "chaining cycle: r1 -> r2 -> r1; these rules could fire for ever",
         "break the cycle: a rule must not depend, through findings, on what it asserts",
     ),
+    "calculation_finding_cycle.yaml": (
+        16,
+        7,
+        None,
+        "calculation `bmi_calc` reads finding `obese`, which rests on `bmi`, "
+        "the fact it calculates",
+        "a calculation may read only findings that do not depend on its own result",
+    ),
+    "calculation_finding_unknown.yaml": (
+        16,
+        7,
+        None,
+        "calculation `bmi_calc`: obese_finding `obese_confirmed` is not asserted "
+        "by any rule",
+        "name a finding that some rule asserts",
+    ),
     "points_in_points.yaml": (
         14,
         28,

@@ -639,12 +639,6 @@ def test_old_lipids_are_not_used(kb: KnowledgeBase) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calculations run before the rules, so a diabetes the laboratory "
-    "rules confirm (finding diabetes_confirmed) cannot feed the pooled cohort "
-    "equations; only the condition diabetes does",
-)
 def test_lab_confirmed_diabetes_feeds_the_pooled_cohort_equations(
     kb: KnowledgeBase,
 ) -> None:
@@ -653,9 +647,39 @@ def test_lab_confirmed_diabetes_feeds_the_pooled_cohort_equations(
         "white",
         extra=[lab("hba1c", [7.0, 7.2], "%", days_ago=[100, 10])],
     )
-    assert "diabetes_confirmed" in finding_ids(evaluate(kb, c))
+    result = evaluate(kb, c)
+    assert "diabetes_confirmed" in finding_ids(result)
     expected = spec_risk("white_male", **GOFF, diabetes=True)
-    assert engine_risk(kb, c) == pytest.approx(expected, abs=1e-9)
+    without = spec_risk("white_male", **GOFF, diabetes=False)
+    # 10.1 % with the diabetes term, 5.4 % without: a different band.
+    assert (round(expected, 1), round(without, 1)) == (10.1, 5.4)
+    assert risk_band(result) == {"ascvd_risk_intermediate"}
+    (band,) = [f for f in result.findings if f.id == "ascvd_risk_intermediate"]
+    (risk,) = [f for f in band.evidence.facts if f.name == "ascvd_10y_risk"]
+    assert risk.value == pytest.approx(expected, abs=1e-6)
+    assert "finding diabetes_confirmed" in risk.source
+
+
+def test_diabetes_on_the_problem_list_needs_no_second_pass(
+    kb: KnowledgeBase,
+) -> None:
+    c = pce_case("male", "white", conditions=[has_condition("diabetes")])
+    result = evaluate(kb, c)
+    (band,) = [f for f in result.findings if f.id in risk_band(result)]
+    (risk,) = [f for f in band.evidence.facts if f.name == "ascvd_10y_risk"]
+    expected = spec_risk("white_male", **GOFF, diabetes=True)
+    assert risk.value == pytest.approx(expected, abs=1e-6)
+    assert "finding" not in risk.source
+
+
+def test_one_hba1c_in_range_is_not_diabetes_for_the_equations(
+    kb: KnowledgeBase,
+) -> None:
+    # One result in the diabetes range needs confirming (ADA): not diabetes.
+    c = pce_case("male", "white", extra=[lab("hba1c", 7.0, "%", days_ago=10)])
+    result = evaluate(kb, c)
+    assert "diabetes_confirmed" not in finding_ids(result)
+    assert risk_band(result) == {"ascvd_risk_borderline"}
 
 
 def test_fhir_us_core_race_feeds_the_pooled_cohort_equations(
