@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from .catalogue import Catalogue
 from .errors import UnitError
@@ -354,6 +355,23 @@ class CaseView:
             )
         self._add_derived(calc.fact, derived)
 
+    def _smoker(self, p: dict[str, Any]) -> tuple[bool, str]:
+        """Smoking now, and the source that says so when it is a status.
+
+        The latest smoking status decides; without one, the problem list. A
+        status is dated and recorded at each visit; a problem-list entry often
+        stays active for years after the patient stopped.
+        """
+        status = p.get("smoking_status_fact")
+        if status is not None:
+            readings = self.readings.get(str(status), [])
+            recorded = [r for r in readings if isinstance(r.value, str)]
+            if recorded:
+                latest = recorded[-1]
+                smoker = latest.value in p.get("smoker_statuses", ["current"])
+                return smoker, f"{status} {latest.value} ({latest.source})"
+        return self.has_condition(str(p["smoker_condition"])), ""
+
     def _pooled_cohort(self, calc: Calculation) -> None:
         """The 10-year ASCVD risk now, from the latest inputs in the window.
 
@@ -394,6 +412,7 @@ class CaseView:
             self.missing_inputs.setdefault(calc.fact, []).extend(missing)
             return
 
+        smoker, smoking_source = self._smoker(p)
         diabetes = self.has_condition(str(p["diabetes_condition"]))
         finding = p.get("diabetes_finding")
         by_finding = False
@@ -426,7 +445,7 @@ class CaseView:
                 hdl_cholesterol=values["hdl_cholesterol"],
                 systolic_bp=values["systolic_bp"],
                 treated=any(self.taking(m) for m in treated_by),
-                smoker=self.has_condition(str(p["smoker_condition"])),
+                smoker=smoker,
                 diabetes=diabetes,
             )
             value = pooled_cohort_2013(inputs, p)
@@ -434,6 +453,8 @@ class CaseView:
             self.notes.append(f"{calc.id}: not calculated: {err}")
             return
         sources = ", ".join(r.source for r in latest.values() if r.source)
+        if smoking_source:
+            sources += f", {smoking_source}"
         if by_finding:
             sources += f", finding {finding}"
         self._add_derived(

@@ -65,6 +65,8 @@ class TextFact:
     meaning: str
     values: tuple[str, ...]
     loinc: tuple[str, ...] = ()
+    # SNOMED CT code of an Observation's coded value -> the value it records.
+    snomed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,17 @@ class Catalogue:
             for code in fact.loinc:
                 by_loinc[code] = fact.name
         object.__setattr__(self, "_by_loinc", by_loinc)
+        texts_by_loinc = {c: t.name for t in self.texts.values() for c in t.loinc}
+        object.__setattr__(self, "_texts_by_loinc", texts_by_loinc)
 
     def fact_for_loinc(self, code: str) -> str | None:
         """Return the fact fed by a LOINC code, or None."""
         found: str | None = self._by_loinc.get(code)  # type: ignore[attr-defined]
+        return found
+
+    def text_fact_for_loinc(self, code: str) -> str | None:
+        """Return the text fact an Observation code records (coded value), or None."""
+        found: str | None = self._texts_by_loinc.get(code)  # type: ignore[attr-defined]
         return found
 
     def conditions_for_snomed(self, code: str) -> list[str]:
@@ -196,6 +205,11 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             meaning=str(spec.get("meaning", "")),
             values=_as_tuple(spec.get("values")),
             loinc=_as_tuple(spec.get("loinc")),
+            snomed={
+                str(code): str(value)
+                for value, codes in (spec.get("snomed") or {}).items()
+                for code in _as_tuple(codes)
+            },
         )
         for name, spec in (data.get("texts") or {}).items()
     }

@@ -178,6 +178,9 @@ class ResourceReader:
             return
         rid = obs.get("id")
         source = f"Observation/{rid}" if rid else label
+        coded = self.text_facts(obs["code"].get("coding", ()))
+        if coded:
+            self.coded_value(coded, obs, source, label)
         parts = [("", obs["code"], obs.get("valueQuantity"))]
         parts += [
             (f"component[{i}].", c["code"], c.get("valueQuantity"))
@@ -217,6 +220,7 @@ class ResourceReader:
                     return True
                 codes.append(component.get("code"))
         by_loinc = self.catalogue.fact_for_loinc
+        texts = self.catalogue.text_fact_for_loinc
         for code in codes:
             if not isinstance(code, dict):
                 return True
@@ -235,6 +239,8 @@ class ResourceReader:
                     return True
                 if system == LOINC and value and by_loinc(value) is not None:
                     return True
+                if system == LOINC and value and texts(value) is not None:
+                    return True
         return False
 
     def feeds_a_fact(self, obs: ObservationData) -> bool:
@@ -245,7 +251,48 @@ class ResourceReader:
                 value = item.get("code")
                 if value and item.get("system") == LOINC and by_loinc(value):
                     return True
-        return False
+        return bool(self.text_facts(obs["code"].get("coding", ())))
+
+    def text_facts(self, coding: Iterable[CodingData]) -> list[str]:
+        """Text facts an Observation's code records as a coded value."""
+        by_loinc = self.catalogue.text_fact_for_loinc
+        return [
+            fact
+            for item in coding
+            if item.get("system") == LOINC
+            and (code := item.get("code"))
+            and (fact := by_loinc(code)) is not None
+        ]
+
+    def coded_value(
+        self, facts: list[str], obs: ObservationData, source: str, label: str
+    ) -> None:
+        """Read a text fact from an Observation's coded value (smoking status)."""
+        concept = obs.get("valueCodeableConcept")
+        when = self.observation_time(obs, label)
+        for name in dict.fromkeys(facts):
+            fact = self.catalogue.texts[name]
+            codes = [
+                c.get("code")
+                for c in (concept or {}).get("coding", ())
+                if c.get("system") == SNOMED
+            ]
+            values = {fact.snomed[c] for c in codes if c in fact.snomed}
+            if len(values) != 1:
+                # Not a value of the fact, or codings that disagree: unread,
+                # and said so (the code is a terminology code, not patient data).
+                shown = (
+                    f"SNOMED CT {', '.join(str(c) for c in codes)} is not one "
+                    f"value of {', '.join(fact.values)}"
+                    if codes
+                    else "no SNOMED CT coded value"
+                )
+                self.notes.append(f"{name} ({source}): {shown}; not read")
+                continue
+            self.readings.setdefault(name, []).append(
+                Reading(value=values.pop(), time=when, source=source)
+            )
+            self.seen(when)
 
     def loinc_facts(self, coding: Iterable[CodingData]) -> Iterator[str]:
         for item in coding:

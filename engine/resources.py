@@ -107,6 +107,7 @@ class Observation(_Element):
     effective_instant: str | None = None
     issued: str | None = None
     value_quantity: Quantity | None = None
+    value_codeable_concept: CodeableConcept | None = None
     component: list[Component] = Field(default_factory=list)
 
 
@@ -200,6 +201,7 @@ class ObservationData(TypedDict):
     effectiveInstant: NotRequired[str | None]
     issued: NotRequired[str | None]
     valueQuantity: NotRequired[QuantityData | None]
+    valueCodeableConcept: NotRequired[ConceptData | None]
     component: NotRequired[list[ComponentData]]
 
 

@@ -1,19 +1,22 @@
-"""Problem-list codes as Synthea writes them reach the rules that need them.
+"""Codes as Synthea and US Core write them reach the rules that need them.
 
-Each case is a FHIR bundle whose only record of the condition is the SNOMED CT
-code under test, so a code the catalogue does not map would change the
+Each case is a FHIR bundle whose only record of the condition (or of smoking)
+is the code under test, so a code the catalogue does not map would change the
 clinician's answer.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine import Assessment, KnowledgeBase
-from engine.inputs import read_input_data
+from engine.facts import Case
+from engine.inputs import read_input, read_input_data
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -32,9 +35,20 @@ def _observation(n: int, loinc: str, value: float, unit: str) -> dict[str, Any]:
     }
 
 
-def _evaluate(
-    kb: KnowledgeBase, codes: list[str], *, sex: str, born: str
-) -> Assessment:
+def _smoking_status(n: int, code: str, when: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"s{n}",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "72166-2"}]},
+        "effectiveDateTime": when,
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": code}]},
+    }
+
+
+def _bundle(
+    codes: list[str], *, sex: str, born: str, extra: list[dict[str, Any]]
+) -> dict[str, Any]:
     race = {
         "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
         "extension": [
@@ -70,20 +84,36 @@ def _evaluate(
         }
         for i, code in enumerate(codes)
     ]
-    bundle = {
+    return {
         "resourceType": "Bundle",
         "type": "collection",
-        "entry": [{"resource": r} for r in resources],
+        "entry": [{"resource": r} for r in [*resources, *extra]],
     }
+
+
+def _evaluate(
+    kb: KnowledgeBase,
+    codes: list[str],
+    *,
+    sex: str,
+    born: str,
+    extra: list[dict[str, Any]] | None = None,
+) -> Assessment:
+    bundle = _bundle(codes, sex=sex, born=born, extra=extra or [])
     case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
     return kb.evaluate(case, as_of=AS_OF)
 
 
-def _risk(result: Assessment) -> float:
+def _risk_used(result: Assessment) -> Any:
     (band,) = [f for f in result.findings if f.id.startswith("ascvd_risk_")]
     (risk,) = [f for f in band.evidence.facts if f.name == "ascvd_10y_risk"]
-    assert isinstance(risk.value, float)
-    return risk.value
+    return risk
+
+
+def _risk(result: Assessment) -> float:
+    value = _risk_used(result).value
+    assert isinstance(value, float)
+    return value
 
 
 def test_smokes_tobacco_daily_is_smoking_for_the_pooled_cohort_equations(
@@ -128,3 +158,79 @@ def test_antepartum_eclampsia_is_a_pregnancy_and_blocks_a_statin(
     rec = "statin_moderate_intensity_at_least"
     assert {r.id: r.status for r in plain.recommendations}[rec] == "recommended"
     assert {r.id: r.status for r in eclampsia.recommendations}[rec] == "blocked"
+
+
+def test_current_smoking_status_is_smoking_for_the_pooled_cohort_equations(
+    kb: KnowledgeBase,
+) -> None:
+    smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
+    for code in ("449868002", "428041000124106"):  # every day, some days
+        status = [_smoking_status(1, code, "2025-05-01")]
+        result = _evaluate(kb, [], sex="male", born="1970-01-01", extra=status)
+        assert _risk(result) == smoker
+        assert "smoking_status current (Observation/s1)" in _risk_used(result).source
+
+
+def test_the_latest_smoking_status_outweighs_an_old_problem_list_entry(
+    kb: KnowledgeBase,
+) -> None:
+    # As in Synthea's records: "Smokes tobacco daily" active since youth, and
+    # every visit since records "Never smoker".
+    never = _risk(_evaluate(kb, [], sex="male", born="1970-01-01"))
+    statuses = [
+        _smoking_status(1, "449868002", "2019-05-01"),
+        _smoking_status(2, "8517006", "2025-05-01"),  # former smoker, latest
+    ]
+    both = _evaluate(kb, ["449868002"], sex="male", born="1970-01-01", extra=statuses)
+    assert _risk(both) == never
+
+
+def test_an_unmapped_smoking_status_is_noted_and_the_problem_list_decides(
+    kb: KnowledgeBase,
+) -> None:
+    bundle = _bundle(
+        ["77176002"],
+        sex="male",
+        born="1970-01-01",
+        extra=[_smoking_status(1, "999999", "2025-05-01")],
+    )
+    case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
+    assert "smoking_status" not in case.readings
+    assert (
+        "smoking_status (Observation/s1): SNOMED CT 999999 is not one value of "
+        "current, former, never, unknown; not read"
+    ) in case.notes
+    smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
+    assert _risk(kb.evaluate(case, as_of=AS_OF)) == smoker
+
+
+def test_smoking_status_reads_the_same_from_a_bundle_file(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    bundle = _bundle(
+        [],
+        sex="male",
+        born="1970-01-01",
+        extra=[_smoking_status(1, "266919005", "2025-05-01")],
+    )
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    from_file: Case = read_input(path, catalogue=kb.catalogue)
+    from_data = read_input_data(bundle, source=str(path), catalogue=kb.catalogue)
+    assert [r.value for r in from_file.readings["smoking_status"]] == ["never"]
+    assert from_file == from_data
+
+
+def test_a_case_file_takes_smoking_status(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = tmp_path / "case.yaml"
+    path.write_text(
+        "patient: {age: 55, sex: male}\n"
+        "facts:\n"
+        "  race: white\n"
+        "  smoking_status: current\n"
+        "  total_cholesterol: 213 mg/dL @ 2025-05-01\n"
+        "  hdl_cholesterol: 50 mg/dL @ 2025-05-01\n"
+        "  systolic_bp: 120 mmHg @ 2025-05-01\n"
+    )
+    smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
+    assert _risk(kb.evaluate(path, as_of=AS_OF)) == pytest.approx(smoker, abs=1e-6)
