@@ -16,8 +16,9 @@ What it handles, from ``durable-rules-notes.md`` (each pinned by a test in
 - Exceptions inside actions are swallowed by durable into the session state:
   every action catches its own errors and records them for the assessment.
 - An action that keeps re-asserting could run for ever: a firing cap stops it.
-- Deleting a session in which no action ran has crashed the process: a start
-  fact matched by a no-op rule makes an action run in every session.
+- Deleting a session in which no action ran has crashed the process: in a
+  session where no rule fired, a start fact matched by a no-op rule makes an
+  action run before the session is deleted.
 - A finding that cannot be determined is asserted as ``u: true`` before the
   gates of a higher stratum, so that "not F" does not fire on an F that might
   hold; positive patterns ask for ``u: false``.
@@ -61,6 +62,7 @@ class Session:
     errors: list[str] = field(default_factory=list)
     firings: int = 0
     capped: bool = False
+    ran: bool = False  # an action ran in the session
 
 
 class Matcher:
@@ -101,6 +103,7 @@ class Matcher:
             session = self._sessions.get(str(c.s.sid))
             if session is None:
                 return
+            session.ran = True
             try:
                 session.firings += 1
                 if session.firings > self._max_firings:
@@ -134,9 +137,12 @@ class Matcher:
             session = Session(sid)
             self._sessions[sid] = session
             try:
-                self._assert({"t": "start", "sid": sid}, session)
                 yield session
             finally:
+                if not session.ran:
+                    # Deleting a session in which no action ran can crash
+                    # durable: the start fact's no-op rule makes one run.
+                    self._assert({"t": "start", "sid": sid}, session)
                 try:
                     self._host.delete_state(self.name, sid)
                 except Exception as err:  # the case result stands; say so

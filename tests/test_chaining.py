@@ -131,6 +131,16 @@ def test_matcher_chains_and_deletes_each_session() -> None:
     assert matcher._sessions == {}
 
 
+def test_sessions_where_nothing_fires_are_deleted_safely() -> None:
+    # Deleting a session in which no action ran has crashed durable; the
+    # start fact is asserted before such a session is deleted.
+    matcher, _ = _chain_matcher()
+    for _ in range(1100):
+        session = matcher.run([{"t": "leaf", "k": 0, "v": False}], [])
+        assert (session.fired, session.errors, session.ran) == ([], [], False)
+    assert matcher._sessions == {}
+
+
 def test_matcher_firing_cap_stops_the_chain() -> None:
     matcher, _ = _chain_matcher(max_firings=1)
     session = matcher.run([{"t": "leaf", "k": 0, "v": True}], [])
