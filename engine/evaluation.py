@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from .assessment import Assessment, Score
+from .calculations import run_calculations
 from .caseview import CaseView
 from .conclusions import after_death, assemble
 from .decisions import decider
@@ -150,7 +151,7 @@ def _view(
     findings: dict[str, bool | None] | None = None,
 ) -> CaseView:
     view = CaseView(case, as_of, kb.catalogue, findings=findings or {})
-    view.run_calculations(kb.calculations)
+    run_calculations(view, kb.calculations)
     return view
 
 

@@ -35,6 +35,7 @@ from casebuilder import (
 from ruamel.yaml import YAML
 
 from engine import Assessment, Case, CodedEntry, KnowledgeBase, Reading
+from engine.calculations import run_calculations
 from engine.caseview import CaseView
 from engine.formulas import required_parameters
 from engine.inputs import read_input_data
@@ -398,7 +399,7 @@ def pce_case(
 def engine_risk(kb: KnowledgeBase, c: Case) -> float | None:
     """The risk the engine calculates for the case now, unrounded."""
     view = CaseView(c, NOW, kb.catalogue)
-    view.run_calculations(kb.calculations)
+    run_calculations(view, kb.calculations)
     readings = view.readings.get("ascvd_10y_risk", [])
     if not readings:
         return None

@@ -1,0 +1,280 @@
+"""Calculated facts: eGFR, BMI and the 10-year ASCVD risk, added to a case view.
+
+Each calculation is a named formula (engine.formulas) with the coefficients
+its rule file states; its result becomes readings of a catalogue fact, which
+rules then read like any recorded value. An input that is missing is named in
+``view.missing_inputs``, so that a rule which cannot be determined says what
+it lacks (spec 0.4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .caseview import CaseView, parse_duration
+from .errors import UnitError
+from .facts import Reading
+from .formulas import FORMULAS, PooledCohortInputs, pooled_cohort_2013
+from .ruleformat import Calculation
+from .units import convert
+
+__all__ = ["run_calculations"]
+
+
+def run_calculations(view: CaseView, calculations: list[Calculation]) -> None:
+    """Add the readings of calculated facts (eGFR from each creatinine)."""
+    for calc in calculations:
+        if calc.formula == "ckd_epi_2021_creatinine":
+            _ckd_epi(view, calc)
+        elif calc.formula == "bmi_from_weight_height":
+            _bmi(view, calc)
+        elif calc.formula == "pooled_cohort_2013":
+            _pooled_cohort(view, calc)
+        view.forget_selections()  # a calculation adds readings
+
+
+def _ckd_epi(view: CaseView, calc: Calculation) -> None:
+    creatinine = view.readings.get("creatinine", [])
+    sex = view.case.sex
+    if sex not in ("female", "male"):
+        if creatinine:
+            # Spec 0.4: name what is missing, not only the fact it feeds.
+            view.missing_inputs.setdefault(calc.fact, []).append("sex")
+            view.notes.append(
+                f"{calc.fact} not calculated: the equation needs sex female or male"
+            )
+        return
+    fact = view.catalogue.quantities["creatinine"]
+    formula = FORMULAS[calc.formula]
+    min_age = float(calc.parameters.get("min_age", 18))
+    derived = []
+    for reading in creatinine:
+        age = view.age_at(reading.time)
+        if age is None or age < min_age:
+            view.missing_inputs.setdefault(calc.fact, []).append(
+                "age" if age is None else f"age >= {min_age:g} (not applicable)"
+            )
+            continue
+        if not isinstance(reading.value, float):
+            continue
+        try:
+            scr = convert(reading.value, reading.unit or "mg/dL", "mg/dL", fact)
+            value = formula(scr, float(age), sex, calc.parameters)
+        except (UnitError, ValueError) as err:
+            view.notes.append(f"{calc.id}: skipped {reading.source}: {err}")
+            continue
+        derived.append(
+            Reading(
+                value=value,
+                unit=view.catalogue.quantities[calc.fact].unit,
+                time=reading.time,
+                source=f"calculated ({calc.id}) from {reading.source}",
+            )
+        )
+    if derived:
+        reported = view.readings.get(calc.fact, [])
+        merged = sorted(
+            [*reported, *derived], key=lambda r: view.time_of(r).timestamp()
+        )
+        view.readings[calc.fact] = merged
+
+
+def _add_derived(view: CaseView, fact: str, derived: list[Reading]) -> None:
+    """Merge calculated readings with the recorded ones, in time order."""
+    if derived:
+        merged = sorted(
+            [*view.readings.get(fact, []), *derived],
+            key=lambda r: view.time_of(r).timestamp(),
+        )
+        view.readings[fact] = merged
+
+
+def _bmi(view: CaseView, calc: Calculation) -> None:
+    """BMI from each weight on a day with no recorded BMI.
+
+    A recorded BMI is used as it is; on other days the weight is paired
+    with the height reading nearest to it in time, at most
+    ``height_within`` away (an adult's height barely changes).
+    """
+    p = calc.parameters
+    weights = [
+        r for r in view.readings.get("body_weight", []) if isinstance(r.value, float)
+    ]
+    heights = [
+        r for r in view.readings.get("body_height", []) if isinstance(r.value, float)
+    ]
+    recorded = view.readings.get(calc.fact, [])
+    if not weights or not heights:
+        if not recorded:
+            # Spec 0.4: name what is missing, not only the fact it feeds.
+            view.missing_inputs.setdefault(calc.fact, []).extend(
+                name
+                for name, found in (
+                    ("body_weight", weights),
+                    ("body_height", heights),
+                )
+                if not found
+            )
+        return
+    days = {view.time_of(r).date() for r in recorded}
+    within = parse_duration(str(p["height_within"]))
+    formula = FORMULAS[calc.formula]
+    derived = []
+    for weight in weights:
+        when = view.time_of(weight)
+        if when.date() in days:
+            continue
+        gap, nearest = min(
+            (abs(view.time_of(h) - when), i) for i, h in enumerate(heights)
+        )
+        height = heights[nearest]
+        if gap > within:
+            view.missing_inputs.setdefault(calc.fact, []).append(
+                f"body_height within {p['height_within']} of the weight"
+            )
+            continue
+        assert isinstance(weight.value, float) and isinstance(height.value, float)
+        try:
+            kg = convert(
+                weight.value,
+                weight.unit or "kg",
+                str(p["weight_unit"]),
+                view.catalogue.quantities["body_weight"],
+            )
+            metres = convert(
+                height.value,
+                height.unit or "cm",
+                str(p["height_unit"]),
+                view.catalogue.quantities["body_height"],
+            )
+            value = formula(kg, metres, p)
+        except (UnitError, ValueError) as err:
+            view.notes.append(f"{calc.id}: skipped {weight.source}: {err}")
+            continue
+        derived.append(
+            Reading(
+                value=value,
+                unit=view.catalogue.quantities[calc.fact].unit,
+                time=weight.time,
+                source=f"calculated ({calc.id}) from {weight.source} and "
+                f"{height.source}",
+            )
+        )
+    _add_derived(view, calc.fact, derived)
+
+
+def _smoker(view: CaseView, p: dict[str, Any]) -> tuple[bool, str]:
+    """Smoking now, and the source that says so when it is a status.
+
+    The latest smoking status decides; without one, the problem list. A
+    status is dated and recorded at each visit; a problem-list entry often
+    stays active for years after the patient stopped.
+    """
+    status = p.get("smoking_status_fact")
+    if status is not None:
+        readings = view.readings.get(str(status), [])
+        recorded = [r for r in readings if isinstance(r.value, str)]
+        if recorded:
+            latest = recorded[-1]
+            smoker = latest.value in p.get("smoker_statuses", ["current"])
+            return smoker, f"{status} {latest.value} ({latest.source})"
+    return view.has_condition(str(p["smoker_condition"])), ""
+
+
+def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
+    """The 10-year ASCVD risk now, from the latest inputs in the window.
+
+    Not calculated (the missing inputs named, spec 0.4) outside the age
+    range, with the excluding condition (clinical ASCVD), or when an input
+    is missing. Smoking comes from the problem list; diabetes from the
+    problem list or, once the rules have decided it, the finding named by
+    ``diabetes_finding`` (a diabetes the laboratory results confirm).
+    """
+    p = calc.parameters
+    missing: list[str] = []
+    age = view.age()
+    low, high = float(p["min_age"]), float(p["max_age"])
+    if age is None:
+        missing.append("age")
+    elif not low <= age <= high:
+        missing.append(f"age {low:g} to {high:g} (not applicable)")
+    excluded = str(p["not_for_condition"])
+    if view.has_condition(excluded):
+        missing.append(f"no {excluded} (not applicable)")
+    sex = view.case.sex
+    if sex not in ("female", "male"):
+        missing.append("sex")
+    races = [r for r in view.readings.get("race", []) if isinstance(r.value, str)]
+    groups: dict[str, str] = dict(p["equation_for_race"])
+    race = groups.get(str(races[-1].value)) if races else None
+    if race is None:
+        missing.append("race")
+    within = parse_duration(str(p["inputs_within"]))
+    latest: dict[str, Reading] = {}
+    for name in ("total_cholesterol", "hdl_cholesterol", "systolic_bp"):
+        found = [r for r in view.select(name, within) if isinstance(r.value, float)]
+        if found:
+            latest[name] = found[-1]
+        else:
+            missing.append(name)
+    if missing or age is None or race is None or sex is None:
+        view.missing_inputs.setdefault(calc.fact, []).extend(missing)
+        return
+
+    smoker, smoking_source = _smoker(view, p)
+    diabetes = view.has_condition(str(p["diabetes_condition"]))
+    finding = p.get("diabetes_finding")
+    by_finding = False
+    if finding is not None and not diabetes:
+        # Known only after the rules: the evaluation runs this again.
+        view.reads_findings.add(str(finding))
+        diabetes = by_finding = view.findings.get(str(finding)) is True
+    units = {
+        "total_cholesterol": "mg/dL",
+        "hdl_cholesterol": "mg/dL",
+        "systolic_bp": "mm[Hg]",
+    }
+    drugs = p["treated_when_taking"]
+    treated_by = [drugs] if isinstance(drugs, str) else [str(d) for d in drugs]
+    values: dict[str, float] = {}
+    try:
+        for name, reading in latest.items():
+            assert isinstance(reading.value, float)
+            values[name] = convert(
+                reading.value,
+                reading.unit or units[name],
+                units[name],
+                view.catalogue.quantities[name],
+            )
+        inputs = PooledCohortInputs(
+            age=float(age),
+            sex=sex,
+            race=race,
+            total_cholesterol=values["total_cholesterol"],
+            hdl_cholesterol=values["hdl_cholesterol"],
+            systolic_bp=values["systolic_bp"],
+            treated=any(view.taking(m) for m in treated_by),
+            smoker=smoker,
+            diabetes=diabetes,
+        )
+        value = pooled_cohort_2013(inputs, p)
+    except (UnitError, ValueError) as err:
+        view.notes.append(f"{calc.id}: not calculated: {err}")
+        return
+    sources = ", ".join(r.source for r in latest.values() if r.source)
+    if smoking_source:
+        sources += f", {smoking_source}"
+    if by_finding:
+        sources += f", finding {finding}"
+    _add_derived(
+        view,
+        calc.fact,
+        [
+            Reading(
+                value=value,
+                unit=view.catalogue.quantities[calc.fact].unit,
+                time=view.as_of,
+                source=f"calculated ({calc.id}) from {sources}",
+            )
+        ],
+    )
