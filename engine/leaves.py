@@ -259,7 +259,12 @@ def _extreme_in_own_units(
             chosen.append(r)
     if not evidence:
         return LeafResult(ok)
-    facts = [_used(view, cond.fact, r, cond.value) for r in chosen]
+    facts = [
+        _used(view, cond.fact, r, cond.value).model_copy(
+            update={"readings": len(readings)}
+        )
+        for r in chosen
+    ]
     detail = [
         f"{cond.value} of {len(readings)} {cond.fact} readings in "
         f"{len({r.unit or fact.unit for r in readings})} units: each compared "

@@ -903,6 +903,7 @@ def test_ldl_highest_of_mixed_units_meets_the_cut_point_of_its_own_unit(
         (used,) = [f for f in group.evidence.facts if f.name == "ldl_cholesterol"]
         # The evidence is the reading that met its cut point, in its own unit.
         assert (used.value, used.unit, used.aggregate) == (*shown, "max")
+        assert used.readings == 2
 
 
 @pytest.mark.parametrize(
