@@ -40,6 +40,7 @@ from engine import (
     KnowledgeBase,
     ModelError,
     RuleFileError,
+    Undetermined,
     read_input,
 )
 from engine import batch as batch_engine
@@ -298,14 +299,14 @@ def render(result: Assessment, console: Console) -> None:
         ut.add_column("ruleset")
         ut.add_column("rules")
         ut.add_column("missing facts")
-        groups: dict[str, list[Any]] = {}
+        groups: dict[str, list[Undetermined]] = {}
         for u in result.undetermined:
             groups.setdefault(u.ruleset, []).append(u)
-        for ruleset, items in groups.items():
-            missing = sorted({m for u in items for m in u.missing})
+        for ruleset, members in groups.items():
+            missing = sorted({m for u in members for m in u.missing})
             ut.add_row(
                 ruleset,
-                escape(", ".join(u.rule_id for u in items)),
+                escape(", ".join(u.rule_id for u in members)),
                 escape(", ".join(missing) or "depends on undetermined findings"),
             )
         console.print(ut)
