@@ -295,6 +295,55 @@ def test_ndjson_of_bundles_and_case_files_names_the_bad_line(tmp_path: Path) -> 
     assert len(docs) == 5
 
 
+def test_the_progress_total_counts_the_lines_written_not_blank_ones(
+    tmp_path: Path, settings: Settings
+) -> None:
+    path = tmp_path / "cases.ndjson"
+    one = json.dumps(bundle(hypertensive("nb")))
+    # Blank lines of every kind the reader skips; the last line has no newline.
+    path.write_text(
+        f"\n{one}\n\n   \n{one}\r\n\t\r\n{one}\n\n\n{one}", encoding="utf-8"
+    )
+    case_file = write_json(tmp_path / "one.json", bundle(hypertensive("nc")))
+    plan = plan_inputs([path, case_file])
+    totals: list[int] = []
+    out = io.StringIO()
+
+    summary = run_batch(plan, out, settings, progress=lambda s: totals.append(s.total))
+
+    written = len(out.getvalue().splitlines())
+    assert written == 5
+    assert plan.estimate() == summary.total == written
+    assert totals and set(totals) == {written}
+
+    # The progress bar ends at 5/5, not 5/11.
+    code, _, err = run(
+        "batch", str(path), str(case_file), "--out", str(tmp_path / "r.ndjson")
+    )
+    assert code == 0
+    assert " 5/5 " in err and "/11" not in err
+
+
+def test_a_bulk_export_total_counts_patients_then_the_error_records_found(
+    tmp_path: Path, settings: Settings
+) -> None:
+    folder = bulk_export(tmp_path / "export")
+    for name in ("Patient.ndjson", "Observation.ndjson"):
+        file = folder / name
+        file.write_text("\n \n" + file.read_text(encoding="utf-8") + "\n\n")
+    plan = plan_inputs([folder])
+    totals: list[int] = []
+    out = io.StringIO()
+
+    summary = run_batch(plan, out, settings, progress=lambda s: totals.append(s.total))
+
+    # The estimate reads only Patient.ndjson: its two patients. Grouping finds
+    # three error records in the other files; the total then counts them.
+    assert plan.estimate() == 2
+    assert summary.total == len(out.getvalue().splitlines()) == 5
+    assert totals[-1] == 5
+
+
 def bulk_export(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
 
