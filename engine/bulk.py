@@ -44,6 +44,7 @@ __all__ = [
     "SHARD_BYTES",
     "WorkItem",
     "bundle_of",
+    "names_input",
     "plan_inputs",
 ]
 
@@ -256,6 +257,22 @@ def _expand(text: str) -> list[Path]:
             "folders and patterns take .json, .yaml, .yml, .ndjson and .jsonl files",
         )
     return chosen
+
+
+def names_input(text: str) -> bool:
+    """Whether the text names an input: an existing file or folder, or a glob
+    pattern that matches a file.
+
+    It says nothing of what the files hold; :func:`plan_inputs` does.
+    """
+    path = Path(text)
+    if not text:  # Path("") is the current folder
+        return False
+    if path.is_file() or path.is_dir():
+        return True
+    if not _PATTERN_CHARS & set(text):
+        return False
+    return any(Path(p).is_file() for p in glob.iglob(text, recursive=True))
 
 
 def _no_input(text: str, reason: str, hint: str) -> InputError:

@@ -253,6 +253,44 @@ def test_inputs_that_name_nothing_are_refused_before_any_work(tmp_path: Path) ->
     assert not out.exists()
 
 
+def batch_arguments(*args: str) -> tuple[tuple[str, ...], str | None]:
+    """The inputs and the --dask value that `cdss batch ARGS` runs with."""
+    command = main.commands["batch"]
+    with command.make_context("batch", list(args)) as ctx:
+        return ctx.params["inputs"], ctx.params["dask_address"]
+
+
+def test_dask_followed_by_an_input_is_a_local_cluster_and_that_input(
+    tmp_path: Path,
+) -> None:
+    folder = many_cases(tmp_path / "data", 1)
+    case = write_json(tmp_path / "one.json", bundle(hypertensive("d1")))
+    pattern = str(tmp_path / "*.json")
+    out = ("--out", str(tmp_path / "r.ndjson"))
+
+    # As if --dask came after the inputs, whose order is kept.
+    assert batch_arguments("--dask", str(folder), *out) == ((str(folder),), "local")
+    assert batch_arguments(str(case), "--dask", str(folder), pattern, *out) == (
+        (str(case), str(folder), pattern),
+        "local",
+    )
+    assert batch_arguments("--dask", pattern, *out) == ((pattern,), "local")
+    # An address stays an address; so does any value written with `=`.
+    for address in ("tcp://127.0.0.1:8786", "scheduler:8786", str(tmp_path / "no")):
+        assert batch_arguments(str(case), *out, "--dask", address) == (
+            (str(case),),
+            address,
+        )
+    assert batch_arguments(str(case), f"--dask={folder}", *out) == (
+        (str(case),),
+        str(folder),
+    )
+    assert batch_arguments(str(case), *out, "--dask") == ((str(case),), "local")
+    assert batch_arguments(*out, "--dask", "--", str(case)) == ((str(case),), "local")
+    # The value of another option is left to that option.
+    assert batch_arguments(str(case), "--rules", "--dask", *out) == ((str(case),), None)
+
+
 # --- NDJSON and bulk export ---------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
 def serial(inputs: list[str]) -> str:
+    """The lines of the inputs evaluated in this process."""
     out = io.StringIO()
     run_batch(plan_inputs(inputs), out, SETTINGS, workers=1)
     return out.getvalue()
@@ -76,14 +79,14 @@ def dask_lines(client: Client, inputs: list[str]) -> str:
 
 
 def test_dask_run_writes_exactly_the_serial_lines(
-    client: Client, inputs: list[str], dask_lines: str
+    client: Client, dask_lines: str, serial: str
 ) -> None:
     assert list(client.nthreads().values()) == [1, 1]  # 2 processes, 1 thread each
     workers = client.run(os.getpid)
     assert len(set(workers.values())) == 2
     # The same driver keeps the input order, and chunks do not depend on the
     # backend, so even the scores' last bits agree: whole lines are compared.
-    assert dask_lines == serial(inputs)
+    assert dask_lines == serial
     docs = [json.loads(line) for line in dask_lines.splitlines()]
     assert sum(d["status"] == "error" for d in docs) == 3 + 1 + 3
     assert sum(d["status"] == "complete" for d in docs) == len(docs) - 7
@@ -98,7 +101,7 @@ def test_a_worker_with_another_knowledge_base_refuses_the_run(client: Client) ->
 
 
 def test_cdss_batch_dask_starts_a_local_cluster_and_matches_serial(
-    tmp_path: Path, inputs: list[str]
+    tmp_path: Path, inputs: list[str], serial: str
 ) -> None:
     out = tmp_path / "r.ndjson"
     result = CliRunner().invoke(
@@ -107,4 +110,32 @@ def test_cdss_batch_dask_starts_a_local_cluster_and_matches_serial(
         + ["--workers", "2", "--dask"],
     )
     assert result.exit_code == EXIT_BATCH_FAILED, result.stderr
-    assert out.read_text() == serial(inputs)
+    assert out.read_text() == serial
+
+
+def test_cdss_batch_dask_then_inputs_runs_them_on_a_local_cluster(
+    tmp_path: Path,
+    inputs: list[str],
+    serial: str,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[str | None, int]] = []
+
+    @contextmanager
+    def module_cluster(address: str | None, workers: int) -> Iterator[Client]:
+        asked.append((address, workers))  # the local cluster cdss would start
+        yield client
+
+    monkeypatch.setattr("engine.dask_batch.dask_client", module_cluster)
+    out = tmp_path / "r.ndjson"
+
+    result = CliRunner().invoke(
+        main,
+        ["batch", "--dask", *inputs, "--out", str(out), "--as-of", "last"]
+        + ["--workers", "2"],
+    )
+
+    assert result.exit_code == EXIT_BATCH_FAILED, result.stderr
+    assert asked == [(None, 2)]
+    assert out.read_text() == serial
