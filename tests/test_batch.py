@@ -627,29 +627,33 @@ def test_an_input_that_kills_its_worker_gets_an_error_line_and_the_rest_go_on(
     ]
 
 
-def _long_batch(
-    tmp_path: Path, workers: int
+def long_batch(
+    tmp_path: Path, workers: int, *options: str
 ) -> tuple[subprocess.Popen[str], Path, Path]:
-    """A batch of 20,000 cases in a process of its own, once it has written."""
+    """A batch of 20,000 cases in a process group of its own, once it has written.
+
+    A Ctrl-C at a terminal reaches the whole group: ``os.killpg``.
+    """
     path = tmp_path / "many.ndjson"
     line = json.dumps(bundle(hypertensive("cc"))) + "\n"
     path.write_text(line * 20_000, encoding="utf-8")
     out = tmp_path / f"r{workers}.ndjson"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "batch", str(path), "--out", str(out)]
-        + ["--workers", str(workers), "--as-of", "2024-06-01"],
+        + ["--workers", str(workers), "--as-of", "2024-06-01", *options],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a Dask cluster takes a while to start
     while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
         time.sleep(0.05)
     return proc, path, out
 
 
 def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None:
-    proc, path, out = _long_batch(tmp_path, workers=1)
+    proc, path, out = long_batch(tmp_path, workers=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = flat(err)
@@ -676,7 +680,7 @@ def _running_with(text: str) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 def test_a_second_ctrl_c_quits_at_once_and_stops_the_workers(tmp_path: Path) -> None:
-    proc, _path, out = _long_batch(tmp_path, workers=2)
+    proc, _path, out = long_batch(tmp_path, workers=2)
 
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)  # while the chunks in progress are still running
