@@ -40,9 +40,11 @@ from engine import (
     KnowledgeBase,
     ModelError,
     RuleFileError,
+    Undetermined,
     read_input,
 )
 from engine import batch as batch_engine
+from engine.bulk import names_input
 from engine.errors import CdssError, Problem
 from engine.knowledge import default_rules_dir, rule_file_paths
 
@@ -298,14 +300,14 @@ def render(result: Assessment, console: Console) -> None:
         ut.add_column("ruleset")
         ut.add_column("rules")
         ut.add_column("missing facts")
-        groups: dict[str, list[Any]] = {}
+        groups: dict[str, list[Undetermined]] = {}
         for u in result.undetermined:
             groups.setdefault(u.ruleset, []).append(u)
-        for ruleset, items in groups.items():
-            missing = sorted({m for u in items for m in u.missing})
+        for ruleset, members in groups.items():
+            missing = sorted({m for u in members for m in u.missing})
             ut.add_row(
                 ruleset,
-                escape(", ".join(u.rule_id for u in items)),
+                escape(", ".join(u.rule_id for u in members)),
                 escape(", ".join(missing) or "depends on undetermined findings"),
             )
         console.print(ut)
@@ -584,9 +586,51 @@ def schema() -> None:
 
 EXIT_BATCH_FAILED = 7
 EXIT_INTERRUPTED = 130
+_LOCAL_CLUSTER = "local"  # the value of a bare --dask
 
 
-@main.command()
+class _BatchCommand(click.Command):
+    """``batch``: ``--dask`` followed by an input means a local cluster.
+
+    ``--dask`` takes an optional value, so click alone reads ``--dask data/``
+    as the scheduler address ``data/`` and finds no inputs. A separate value
+    that names an input (:func:`engine.bulk.names_input`) is kept as an input,
+    in its place, and ``--dask`` then has no address: as if it came after the
+    inputs. ``--dask=VALUE`` is always an address.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._dask_inputs(args))
+
+    def _dask_inputs(self, args: list[str]) -> list[str]:
+        # Options whose value is the next argument: a value is never --dask.
+        valued = {
+            name
+            for p in self.params
+            if isinstance(p, click.Option)
+            and not p.is_flag
+            and p.name != "dask_address"
+            for name in p.opts
+        }
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            arg, value = args[i], args[i + 1] if i + 1 < len(args) else None
+            if arg == "--":  # what follows are inputs
+                return out + args[i:]
+            if arg == "--dask" and value and value[0] != "-" and names_input(value):
+                out += [f"--dask={_LOCAL_CLUSTER}", value]
+                i += 2
+            elif arg in valued:
+                out += args[i : i + 2]
+                i += 2
+            else:
+                out.append(arg)
+                i += 1
+        return out
+
+
+@main.command(cls=_BatchCommand)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--out",
@@ -616,12 +660,13 @@ EXIT_INTERRUPTED = 130
     "--dask",
     "dask_address",
     is_flag=False,
-    flag_value="local",
+    flag_value=_LOCAL_CLUSTER,
     default=None,
     metavar="[ADDRESS]",
-    help="Run on a Dask cluster: a scheduler address, or without one a local "
-    "cluster of --workers processes on 127.0.0.1. Put it after the inputs, "
-    "or write --dask=ADDRESS.",
+    help="Run on a Dask cluster: the scheduler at ADDRESS (tcp://host:port), "
+    "or without one a local cluster of --workers processes on 127.0.0.1. A "
+    "value naming an existing file or folder, or a pattern matching files, is "
+    "an input, not an address; --dask=ADDRESS is always an address.",
 )
 def batch(
     inputs: tuple[str, ...],
@@ -790,13 +835,19 @@ def _run_batch(
         _fail(str(err), EXIT_USAGE)
         raise
     # dask.distributed logs its cluster's comings and goings at INFO on its own
-    # handlers; they drown the progress bar unless -v asked for them.
-    if logging.getLogger().level > logging.INFO:
+    # handlers; they drown the progress bar unless -v asked for them. Closing
+    # the cluster after Ctrl-C logs more; the summary says how far it got.
+    quiet = logging.getLogger().level > logging.INFO
+    if quiet:
         for name in ("distributed", "dask"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    address = None if dask_address == "local" else dask_address
+    address = None if dask_address == _LOCAL_CLUSTER else dask_address
+    # XXX: a Ctrl-C while a local cluster starts stops the batch only once the
+    # cluster is up and its workers have loaded the knowledge base (seconds on
+    # a small machine): a LocalCluster cannot be abandoned half started. Seen
+    # by hand; no test pins it, as its timing varies.
     try:
-        with dask_client(address, workers) as client:
+        with dask_client(address, workers, quiet=quiet) as client:
             backend = DaskBackend(client, settings, content_hash)
             return run(backend=backend, stop=stop)
     except (OSError, TimeoutError) as err:

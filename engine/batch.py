@@ -445,7 +445,8 @@ class BatchSummary:
     """What a batch did, for the progress bar and the final table.
 
     Attributes:
-        total: The estimated number of cases.
+        total: The number of lines the batch writes: estimated at the start
+            (:meth:`Plan.estimate`), counted once every input is planned.
         cases: Lines written.
         failures: Error records among them.
         statuses: Lines by status (``complete``, ``partial``, ...,
@@ -512,7 +513,8 @@ def run_batch(
         chunk_size: Cases per chunk.
         backend: Where chunks run (e.g. :class:`engine.dask_batch.DaskBackend`);
             not closed here. By default one is started and closed.
-        progress: Called after each chunk is written.
+        progress: Called after each chunk is written, and when the total
+            changes once every input is planned.
         stop: Polled between chunks; once true, the batch ends after the lines
             already done (``interrupted`` is then set).
 
@@ -532,6 +534,7 @@ def run_batch(
     # In this process a chunk is done when submitted; elsewhere keep two queued.
     window = 1 if isinstance(runner, InProcess) else 2 * max(1, runner.slots)
     chunks = _chunks(plan.items(stop), chunk_size)
+    planned_all = False
     pending: deque[tuple[list[WorkItem], Pending]] = deque()
 
     def write(chunk: list[WorkItem], outcomes: list[Outcome]) -> None:
@@ -548,11 +551,20 @@ def run_batch(
             if stop is not None and stop():
                 summary.interrupted = True
                 break
-            if len(pending) < window:
+            if len(pending) < window and not planned_all:
                 chunk = next(chunks, None)
                 if chunk is not None:
                     pending.append((chunk, runner.submit(chunk)))
                     continue
+                # The plan is exhausted, unless stop() cut it short: what is
+                # written and in flight is now the total, error records of a
+                # bulk export's other files included.
+                planned_all = True
+                total = summary.cases + sum(len(c) for c, _ in pending)
+                if total != summary.total and (stop is None or not stop()):
+                    summary.total = total
+                    if progress is not None:
+                        progress(summary)
             if not pending:
                 break
             chunk, future = pending.popleft()

@@ -44,6 +44,7 @@ __all__ = [
     "SHARD_BYTES",
     "WorkItem",
     "bundle_of",
+    "names_input",
     "plan_inputs",
 ]
 
@@ -142,15 +143,20 @@ class Plan:
     )
 
     def estimate(self) -> int:
-        """The number of cases, counted from lines (for progress only)."""
+        """The number of output lines, counted before the batch (for progress).
+
+        Exact for case files and NDJSON (blank lines give no output line). A
+        bulk export counts the records of its Patient files; error records for
+        bad lines of its other files, found while grouping, come on top.
+        """
         total = 0
         for kind, files in self.sources:
             if kind == "case":
                 total += 1
             elif kind == "ndjson":
-                total += _count_lines(files[0])
+                total += _count_records(files[0])
             else:
-                total += sum(_count_lines(f) for f in files if _first(f) == "Patient")
+                total += sum(_count_records(f) for f in files if _first(f) == "Patient")
         return total
 
     def items(self, stop: Stop = None) -> Iterator[WorkItem]:
@@ -166,16 +172,20 @@ class Plan:
                 yield from _Grouping(files, stop).items()
 
 
-def _count_lines(path: Path) -> int:
-    count, last = 0, b"\n"
+def _count_records(path: Path) -> int:
+    """The lines that are not blank: one item each, as the readers skip blank
+    lines; an unreadable file gives one error item."""
+    count = 0
     try:
         with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                count += block.count(b"\n")
-                last = block
+            for line in f:
+                # isspace() is strip() == b"" for the non-empty lines a file
+                # yields, without copying a long line.
+                if not line.isspace():
+                    count += 1
     except OSError:
-        return 1
-    return count + (0 if last.endswith(b"\n") else 1)
+        return count + 1
+    return count
 
 
 def _ndjson_items(path: Path) -> Iterator[WorkItem]:
@@ -247,6 +257,22 @@ def _expand(text: str) -> list[Path]:
             "folders and patterns take .json, .yaml, .yml, .ndjson and .jsonl files",
         )
     return chosen
+
+
+def names_input(text: str) -> bool:
+    """Whether the text names an input: an existing file or folder, or a glob
+    pattern that matches a file.
+
+    It says nothing of what the files hold; :func:`plan_inputs` does.
+    """
+    path = Path(text)
+    if not text:  # Path("") is the current folder
+        return False
+    if path.is_file() or path.is_dir():
+        return True
+    if not _PATTERN_CHARS & set(text):
+        return False
+    return any(Path(p).is_file() for p in glob.iglob(text, recursive=True))
 
 
 def _no_input(text: str, reason: str, hint: str) -> InputError:
@@ -329,7 +355,7 @@ class _Grouping:
         self.index: dict[str, tuple[int, int, int]] = {}  # id: ordinal, file, line
         self.media: dict[str, bytes] = {}
         self.orphans: dict[str, list[int]] = {}  # id: [count, file, line]
-        n = max(1, sum(_count_lines(f) for f in patients))
+        n = max(1, sum(_count_records(f) for f in patients))
         size = max(1, sum(f.stat().st_size for f in readable))
         self.per_shard = max(math.ceil(n * SHARD_BYTES / size), -(-n // _MAX_SHARDS))
 

@@ -11,6 +11,9 @@ paths (a shared file system); NDJSON lines and bulk-export groups travel with
 their tasks. A worker whose knowledge base differs from the client's (another
 content hash) refuses the run before any task is sent.
 
+Ctrl-C is the client's alone: the processes of a local cluster never receive
+SIGINT (see :func:`dask_client`), and the client decides when to stop.
+
 Install with ``pip install 'cdss-engine[dask]'``.
 """
 
@@ -20,7 +23,9 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from multiprocessing import resource_tracker
 from typing import Any
 
 from .batch import KnowledgeBaseSpec, Outcome, Pending, Settings, evaluate_chunk
@@ -135,13 +140,20 @@ class DaskBackend:
 
 
 @contextmanager
-def dask_client(address: str | None, workers: int) -> Iterator[Client]:
+def dask_client(
+    address: str | None, workers: int, *, quiet: bool = False
+) -> Iterator[Client]:
     """Connect to a Dask scheduler, or start a local cluster on loopback.
 
     Args:
         address: The scheduler's address; None starts a LocalCluster of
             ``workers`` processes (one thread each) on 127.0.0.1, closed on exit.
+            Its processes never receive SIGINT.
         workers: Worker processes of the local cluster.
+        quiet: Silence the local cluster's logging while it closes (this
+            process's too, until it is closed). Workers closed under tasks
+            still running, as after an interrupted batch, log a warning per
+            task and may log a traceback for a connection closed under them.
 
     Yields:
         The client.
@@ -150,15 +162,67 @@ def dask_client(address: str | None, workers: int) -> Iterator[Client]:
         with Client(address) as client:  # type: ignore[no-untyped-call]
             yield client
         return
-    with (
-        LocalCluster(  # type: ignore[no-untyped-call]
+    # Steps on exit run in reverse: silence, close the client, close the
+    # cluster, then let this process log again.
+    with ExitStack() as stack:
+        if quiet:
+            stack.callback(logging.disable, logging.root.manager.disable)
+        cluster = stack.enter_context(_local_cluster(workers))
+        client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+        if quiet:
+            stack.callback(_silence, client)
+        yield client
+
+
+def _local_cluster(workers: int) -> LocalCluster:
+    """Start a local cluster on a thread of its own that never receives SIGINT.
+
+    Threads and processes inherit the signal mask of the thread that starts
+    them, so the cluster's workers are deaf to Ctrl-C from their first
+    instruction. (:class:`KnowledgeBasePlugin` ignores SIGINT only once a
+    worker has started; a Ctrl-C before then killed workers mid-import, with
+    their tracebacks, and the cluster failed to start with one more.) This
+    thread only waits for the cluster, and runs its signal handlers meanwhile.
+    """
+
+    def start() -> LocalCluster:
+        return LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
             dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster) as client,  # type: ignore[no-untyped-call]
-    ):
-        yield client
+        )
+
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no masks to inherit
+        return start()
+    # The first process the cluster starts would start multiprocessing's
+    # resource tracker, which unblocks SIGINT in the thread that starts it;
+    # started from here, it leaves the cluster's threads as they are.
+    resource_tracker.ensure_running()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cdss-dask-start")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        future = pool.submit(start)  # its thread starts now, with SIGINT blocked
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        pool.shutdown(wait=False)
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted while waiting (KeyboardInterrupt): the cluster still
+        # comes up, and is closed then.
+        future.add_done_callback(_close_started)
+        raise
+
+
+def _close_started(future: Future[LocalCluster]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+def _silence(client: Client) -> None:
+    """Drop every log record of the workers and of this process from now on."""
+    client.run(logging.disable, logging.CRITICAL)
+    logging.disable(logging.CRITICAL)

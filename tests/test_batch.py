@@ -253,6 +253,44 @@ def test_inputs_that_name_nothing_are_refused_before_any_work(tmp_path: Path) ->
     assert not out.exists()
 
 
+def batch_arguments(*args: str) -> tuple[tuple[str, ...], str | None]:
+    """The inputs and the --dask value that `cdss batch ARGS` runs with."""
+    command = main.commands["batch"]
+    with command.make_context("batch", list(args)) as ctx:
+        return ctx.params["inputs"], ctx.params["dask_address"]
+
+
+def test_dask_followed_by_an_input_is_a_local_cluster_and_that_input(
+    tmp_path: Path,
+) -> None:
+    folder = many_cases(tmp_path / "data", 1)
+    case = write_json(tmp_path / "one.json", bundle(hypertensive("d1")))
+    pattern = str(tmp_path / "*.json")
+    out = ("--out", str(tmp_path / "r.ndjson"))
+
+    # As if --dask came after the inputs, whose order is kept.
+    assert batch_arguments("--dask", str(folder), *out) == ((str(folder),), "local")
+    assert batch_arguments(str(case), "--dask", str(folder), pattern, *out) == (
+        (str(case), str(folder), pattern),
+        "local",
+    )
+    assert batch_arguments("--dask", pattern, *out) == ((pattern,), "local")
+    # An address stays an address; so does any value written with `=`.
+    for address in ("tcp://127.0.0.1:8786", "scheduler:8786", str(tmp_path / "no")):
+        assert batch_arguments(str(case), *out, "--dask", address) == (
+            (str(case),),
+            address,
+        )
+    assert batch_arguments(str(case), f"--dask={folder}", *out) == (
+        (str(case),),
+        str(folder),
+    )
+    assert batch_arguments(str(case), *out, "--dask") == ((str(case),), "local")
+    assert batch_arguments(*out, "--dask", "--", str(case)) == ((str(case),), "local")
+    # The value of another option is left to that option.
+    assert batch_arguments(str(case), "--rules", "--dask", *out) == ((str(case),), None)
+
+
 # --- NDJSON and bulk export ---------------------------------------------------------
 
 
@@ -293,6 +331,55 @@ def test_ndjson_of_bundles_and_case_files_names_the_bad_line(tmp_path: Path) -> 
     # The first line is a Bundle: a lone Patient later is refused, not grouped.
     assert "expected a Bundle, got Patient" in docs[4]["reason"]
     assert len(docs) == 5
+
+
+def test_the_progress_total_counts_the_lines_written_not_blank_ones(
+    tmp_path: Path, settings: Settings
+) -> None:
+    path = tmp_path / "cases.ndjson"
+    one = json.dumps(bundle(hypertensive("nb")))
+    # Blank lines of every kind the reader skips; the last line has no newline.
+    path.write_text(
+        f"\n{one}\n\n   \n{one}\r\n\t\r\n{one}\n\n\n{one}", encoding="utf-8"
+    )
+    case_file = write_json(tmp_path / "one.json", bundle(hypertensive("nc")))
+    plan = plan_inputs([path, case_file])
+    totals: list[int] = []
+    out = io.StringIO()
+
+    summary = run_batch(plan, out, settings, progress=lambda s: totals.append(s.total))
+
+    written = len(out.getvalue().splitlines())
+    assert written == 5
+    assert plan.estimate() == summary.total == written
+    assert totals and set(totals) == {written}
+
+    # The progress bar ends at 5/5, not 5/11.
+    code, _, err = run(
+        "batch", str(path), str(case_file), "--out", str(tmp_path / "r.ndjson")
+    )
+    assert code == 0
+    assert " 5/5 " in err and "/11" not in err
+
+
+def test_a_bulk_export_total_counts_patients_then_the_error_records_found(
+    tmp_path: Path, settings: Settings
+) -> None:
+    folder = bulk_export(tmp_path / "export")
+    for name in ("Patient.ndjson", "Observation.ndjson"):
+        file = folder / name
+        file.write_text("\n \n" + file.read_text(encoding="utf-8") + "\n\n")
+    plan = plan_inputs([folder])
+    totals: list[int] = []
+    out = io.StringIO()
+
+    summary = run_batch(plan, out, settings, progress=lambda s: totals.append(s.total))
+
+    # The estimate reads only Patient.ndjson: its two patients. Grouping finds
+    # three error records in the other files; the total then counts them.
+    assert plan.estimate() == 2
+    assert summary.total == len(out.getvalue().splitlines()) == 5
+    assert totals[-1] == 5
 
 
 def bulk_export(folder: Path) -> Path:
@@ -540,29 +627,33 @@ def test_an_input_that_kills_its_worker_gets_an_error_line_and_the_rest_go_on(
     ]
 
 
-def _long_batch(
-    tmp_path: Path, workers: int
+def long_batch(
+    tmp_path: Path, workers: int, *options: str
 ) -> tuple[subprocess.Popen[str], Path, Path]:
-    """A batch of 20,000 cases in a process of its own, once it has written."""
+    """A batch of 20,000 cases in a process group of its own, once it has written.
+
+    A Ctrl-C at a terminal reaches the whole group: ``os.killpg``.
+    """
     path = tmp_path / "many.ndjson"
     line = json.dumps(bundle(hypertensive("cc"))) + "\n"
     path.write_text(line * 20_000, encoding="utf-8")
     out = tmp_path / f"r{workers}.ndjson"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "batch", str(path), "--out", str(out)]
-        + ["--workers", str(workers), "--as-of", "2024-06-01"],
+        + ["--workers", str(workers), "--as-of", "2024-06-01", *options],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a Dask cluster takes a while to start
     while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
         time.sleep(0.05)
     return proc, path, out
 
 
 def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None:
-    proc, path, out = _long_batch(tmp_path, workers=1)
+    proc, path, out = long_batch(tmp_path, workers=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = flat(err)
@@ -589,7 +680,7 @@ def _running_with(text: str) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 def test_a_second_ctrl_c_quits_at_once_and_stops_the_workers(tmp_path: Path) -> None:
-    proc, _path, out = _long_batch(tmp_path, workers=2)
+    proc, _path, out = long_batch(tmp_path, workers=2)
 
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)  # while the chunks in progress are still running
