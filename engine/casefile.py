@@ -325,11 +325,15 @@ class _CaseReader:
             out["age"] = int(age)
         if "birth_date" in node:
             pos = _value_pos(node, "birth_date")
-            born = self.time(node["birth_date"], pos, "patient.birth_date")
+            born = self.time(
+                node["birth_date"], pos, "patient.birth_date", identifying=True
+            )
             out["birth_date"] = born.date()
         if "deceased" in node:
             pos = _value_pos(node, "deceased")
-            out["deceased"] = self.time(node["deceased"], pos, "patient.deceased")
+            out["deceased"] = self.time(
+                node["deceased"], pos, "patient.deceased", identifying=True
+            )
         if "sex" in node:
             sex = node["sex"]
             text = sex.strip().lower() if isinstance(sex, str) else ""
@@ -343,8 +347,14 @@ class _CaseReader:
             out["sex"] = text
         return out
 
-    def time(self, value: Any, pos: Pos, path: str) -> datetime:
-        """Read a date or datetime (YAML timestamp or text) as an aware datetime."""
+    def time(
+        self, value: Any, pos: Pos, path: str, *, identifying: bool = False
+    ) -> datetime:
+        """Read a date or datetime (YAML timestamp or text) as an aware datetime.
+
+        ``identifying``: the date identifies the patient (birth, death), so a
+        message about it names the place, never the value.
+        """
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         if isinstance(value, date):
@@ -357,7 +367,7 @@ class _CaseReader:
         self.fail(
             pos,
             path,
-            f"bad date {str(value)!r}",
+            "bad date" if identifying else f"bad date {str(value)!r}",
             "write YYYY-MM-DD, or YYYY-MM-DDThh:mm with an optional +hh:mm offset",
         )
 

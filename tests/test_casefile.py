@@ -243,6 +243,22 @@ def test_an_impossible_date_is_located_and_not_repeated() -> None:
     assert err.hint == "write a real date as YYYY-MM-DD (or YYYY-MM-DDThh:mm)"
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("patient:\n  birth_date: 15/03/1970\n", "patient.birth_date"),
+        ("patient:\n  birth_date: 1970-03-15T25:00\n", "patient.birth_date"),
+        ("patient:\n  birth_date: March 15, 1970\n", "patient.birth_date"),
+        ("patient:\n  age: 80\n  deceased: 15.04.2020\n", "patient.deceased"),
+    ],
+)
+def test_a_malformed_birth_or_death_date_is_not_echoed(text: str, where: str) -> None:
+    err = error(text)
+    assert where in err.where
+    assert err.reason == "bad date"
+    assert "1970" not in str(err) and "2020" not in str(err)
+
+
 def test_value_without_unit() -> None:
     err = error("facts:\n  hba1c:\n    - 7.1 %\n    - 6.9\n")
     assert err.where == "line 4, column 7 (facts.hba1c[1])"
