@@ -9,6 +9,7 @@ it lacks (spec 0.4).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from .caseview import CaseView, parse_duration
@@ -163,22 +164,33 @@ def _bmi(view: CaseView, calc: Calculation) -> None:
     _add_derived(view, calc.fact, derived)
 
 
-def _smoker(view: CaseView, p: dict[str, Any]) -> tuple[bool, str]:
-    """Smoking now, and the source that says so when it is a status.
+def _smoker(
+    view: CaseView, p: dict[str, Any], within: timedelta
+) -> tuple[bool | None, str]:
+    """Smoking now (None: not known), and the record that says so.
 
-    The latest smoking status decides; without one, the problem list. A
-    status is dated and recorded at each visit; a problem-list entry often
-    stays active for years after the patient stopped.
+    The latest smoking status of the window decides: a smoker's status, a
+    non-smoker's, or neither (``unknown``), which leaves it not known. With no
+    status in the window, a smoker on the problem list is a smoker, and
+    otherwise it is not known (spec 0.4: smoking changes the risk). Without
+    ``smoking_status_fact`` the problem list alone decides, absent meaning
+    no. A status is dated at each visit; a problem-list entry can stay active
+    for years after the patient stopped.
     """
     status = p.get("smoking_status_fact")
-    if status is not None:
-        readings = view.readings.get(str(status), [])
-        recorded = [r for r in readings if isinstance(r.value, str)]
-        if recorded:
-            latest = recorded[-1]
-            smoker = latest.value in p.get("smoker_statuses", ["current"])
-            return smoker, f"{status} {latest.value} ({latest.source})"
-    return view.has_condition(str(p["smoker_condition"])), ""
+    on_list = view.has_condition(str(p["smoker_condition"]))
+    if status is None:
+        return on_list, ""
+    recorded = [r for r in view.select(str(status), within) if isinstance(r.value, str)]
+    if recorded:
+        latest = recorded[-1]
+        said = f"{status} {latest.value} ({latest.source})"
+        if latest.value in p.get("smoker_statuses", ["current"]):
+            return True, said
+        if latest.value in p.get("non_smoker_statuses", ["former", "never"]):
+            return False, said
+        return None, said
+    return (True, f"condition {p['smoker_condition']}") if on_list else (None, "")
 
 
 def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
@@ -186,8 +198,8 @@ def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
 
     Not calculated (the missing inputs named, spec 0.4) outside the age
     range, with the excluding condition (clinical ASCVD), or when an input
-    is missing. Smoking comes from the problem list; diabetes from the
-    problem list or, once the rules have decided it, the finding named by
+    is missing. Smoking: see :func:`_smoker`; diabetes from the problem list
+    or, once the rules have decided it, the finding named by
     ``diabetes_finding`` (a diabetes the laboratory results confirm).
     """
     p = calc.parameters
@@ -217,11 +229,13 @@ def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
             latest[name] = found[-1]
         else:
             missing.append(name)
-    if missing or age is None or race is None or sex is None:
+    smoker, smoking_source = _smoker(view, p, within)
+    if smoker is None:
+        missing.append(str(p["smoking_status_fact"]))
+    if missing or age is None or race is None or sex is None or smoker is None:
         view.missing_inputs.setdefault(calc.fact, []).extend(missing)
         return
 
-    smoker, smoking_source = _smoker(view, p)
     diabetes = view.has_condition(str(p["diabetes_condition"]))
     finding = p.get("diabetes_finding")
     by_finding = False

@@ -281,11 +281,15 @@ class ResourceReader:
             if len(values) != 1:
                 # Not a value of the fact, or codings that disagree: unread,
                 # and said so (the code is a terminology code, not patient data).
+                listed = ", ".join(str(c) for c in codes)
                 shown = (
-                    f"SNOMED CT {', '.join(str(c) for c in codes)} is not one "
-                    f"value of {', '.join(fact.values)}"
-                    if codes
-                    else "no SNOMED CT coded value"
+                    "no SNOMED CT coded value"
+                    if not codes
+                    else f"SNOMED CT {listed} give different values "
+                    f"({', '.join(sorted(values))})"
+                    if len(values) > 1
+                    else f"SNOMED CT {listed} is not one of the values "
+                    f"{', '.join(fact.values)}"
                 )
                 self.notes.append(f"{name} ({source}): {shown}; not read")
                 continue

@@ -120,7 +120,8 @@ def test_smokes_tobacco_daily_is_smoking_for_the_pooled_cohort_equations(
     kb: KnowledgeBase,
 ) -> None:
     # A 55-year-old white man (Goff 2014 inputs): 5.4 % as a non-smoker.
-    never = _risk(_evaluate(kb, [], sex="male", born="1970-01-01"))
+    never_smoked = [_smoking_status(1, "266919005", "2025-05-01")]
+    never = _risk(_evaluate(kb, [], sex="male", born="1970-01-01", extra=never_smoked))
     daily = _risk(_evaluate(kb, ["449868002"], sex="male", born="1970-01-01"))
     smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
     assert round(never, 1) == 5.4
@@ -176,7 +177,8 @@ def test_the_latest_smoking_status_outweighs_an_old_problem_list_entry(
 ) -> None:
     # As in Synthea's records: "Smokes tobacco daily" active since youth, and
     # every visit since records "Never smoker".
-    never = _risk(_evaluate(kb, [], sex="male", born="1970-01-01"))
+    never_smoked = [_smoking_status(1, "266919005", "2025-05-01")]
+    never = _risk(_evaluate(kb, [], sex="male", born="1970-01-01", extra=never_smoked))
     statuses = [
         _smoking_status(1, "449868002", "2019-05-01"),
         _smoking_status(2, "8517006", "2025-05-01"),  # former smoker, latest
@@ -197,8 +199,8 @@ def test_an_unmapped_smoking_status_is_noted_and_the_problem_list_decides(
     case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
     assert "smoking_status" not in case.readings
     assert (
-        "smoking_status (Observation/s1): SNOMED CT 999999 is not one value of "
-        "current, former, never, unknown; not read"
+        "smoking_status (Observation/s1): SNOMED CT 999999 is not one of the "
+        "values current, former, never, unknown; not read"
     ) in case.notes
     smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
     assert _risk(kb.evaluate(case, as_of=AS_OF)) == smoker
@@ -234,3 +236,41 @@ def test_a_case_file_takes_smoking_status(kb: KnowledgeBase, tmp_path: Path) -> 
     )
     smoker = _risk(_evaluate(kb, ["77176002"], sex="male", born="1970-01-01"))
     assert _risk(kb.evaluate(path, as_of=AS_OF)) == pytest.approx(smoker, abs=1e-6)
+
+
+def _risk_missing(result: Assessment) -> list[str]:
+    (rule,) = [u for u in result.undetermined if u.rule_id == "ascvd_risk_low"]
+    return rule.missing
+
+
+@pytest.mark.parametrize(
+    ("statuses", "codes"),
+    [
+        ([], []),  # nothing recorded about smoking
+        ([("266927001", "2025-05-01")], []),  # unknown if ever smoked
+        ([("266927001", "2025-05-01")], ["77176002"]),  # unknown beats the list
+        ([("449868002", "2023-05-01")], []),  # a smoker two years ago
+    ],
+)
+def test_smoking_not_known_now_leaves_the_risk_undetermined(
+    kb: KnowledgeBase, statuses: list[tuple[str, str]], codes: list[str]
+) -> None:
+    # Spec 0.4: smoking changes the risk (5.4 % against 10.0 % here).
+    extra = [_smoking_status(i, c, when) for i, (c, when) in enumerate(statuses)]
+    result = _evaluate(kb, codes, sex="male", born="1970-01-01", extra=extra)
+    assert not [f for f in result.findings if f.id.startswith("ascvd_risk_")]
+    assert "smoking_status" in _risk_missing(result)
+
+
+def test_codings_that_disagree_are_noted_and_not_read(kb: KnowledgeBase) -> None:
+    status = _smoking_status(1, "449868002", "2025-05-01")
+    status["valueCodeableConcept"]["coding"].append(
+        {"system": SNOMED, "code": "266919005"}
+    )
+    bundle = _bundle([], sex="male", born="1970-01-01", extra=[status])
+    case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
+    assert "smoking_status" not in case.readings
+    assert (
+        "smoking_status (Observation/s1): SNOMED CT 449868002, 266919005 give "
+        "different values (current, never); not read"
+    ) in case.notes

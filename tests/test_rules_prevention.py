@@ -382,6 +382,7 @@ def pce_case(
     conditions: Iterable[CodedEntry] = (),
     medications: Iterable[CodedEntry] = (),
     extra: Iterable[Readings] = (),
+    smoking: str | None = "never",
 ) -> Case:
     parts: list[Readings] = [
         lab("total_cholesterol", tc, unit),
@@ -391,6 +392,8 @@ def pce_case(
     ]
     if race is not None:
         parts.append(text_fact("race", race))
+    if smoking is not None:
+        parts.append(text_fact("smoking_status", smoking))
     return case(
         *parts, age=age, sex=sex, conditions=conditions, medications=medications
     )
@@ -548,6 +551,8 @@ def test_treated_sbp_smoker_and_diabetes_terms(
         sbp=148,
         conditions=conditions,
         medications=[taking(drug)] if drug else [],
+        # No smoking status: the problem list decides.
+        smoking=None if smoker else "never",
     )
     expected = spec_risk(
         group,
@@ -732,6 +737,22 @@ def test_fhir_us_core_race_feeds_the_pooled_cohort_equations(
             observation(1, "2093-3", 213, "mg/dL"),
             observation(2, "2085-9", 50, "mg/dL"),
             observation(3, "8480-6", 120, "mm[Hg]"),
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o4",
+                    "status": "final",
+                    "code": {
+                        "coding": [{"system": "http://loinc.org", "code": "72166-2"}]
+                    },
+                    "effectiveDateTime": "2025-05-20",
+                    "valueCodeableConcept": {
+                        "coding": [
+                            {"system": "http://snomed.info/sct", "code": "266919005"}
+                        ]
+                    },
+                }
+            },
         ],
     }
     record = read_input_data(bundle, source="<bundle>", catalogue=kb.catalogue)
@@ -1087,6 +1108,7 @@ def test_missing_risk_inputs_are_named(kb: KnowledgeBase) -> None:
         "ascvd_10y_risk",
         "hdl_cholesterol",
         "race",
+        "smoking_status",
         "systolic_bp",
         "total_cholesterol",
     ]
