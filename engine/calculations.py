@@ -22,6 +22,13 @@ from .units import convert
 __all__ = ["run_calculations"]
 
 
+def _why(err: Exception) -> str:
+    if isinstance(err, OverflowError):
+        # An input far outside any plausible range (a typing slip, 1e300).
+        return "an input is too far out of range for the formula"
+    return str(err)
+
+
 def run_calculations(view: CaseView, calculations: list[Calculation]) -> None:
     """Add the readings of calculated facts (eGFR from each creatinine)."""
     for calc in calculations:
@@ -61,8 +68,8 @@ def _ckd_epi(view: CaseView, calc: Calculation) -> None:
         try:
             scr = convert(reading.value, reading.unit or "mg/dL", "mg/dL", fact)
             value = formula(scr, float(age), sex, calc.parameters)
-        except (UnitError, ValueError) as err:
-            view.notes.append(f"{calc.id}: skipped {reading.source}: {err}")
+        except (UnitError, ValueError, OverflowError) as err:
+            view.notes.append(f"{calc.id}: skipped {reading.source}: {_why(err)}")
             continue
         derived.append(
             Reading(
@@ -149,8 +156,8 @@ def _bmi(view: CaseView, calc: Calculation) -> None:
                 view.catalogue.quantities["body_height"],
             )
             value = formula(kg, metres, p)
-        except (UnitError, ValueError) as err:
-            view.notes.append(f"{calc.id}: skipped {weight.source}: {err}")
+        except (UnitError, ValueError, OverflowError) as err:
+            view.notes.append(f"{calc.id}: skipped {weight.source}: {_why(err)}")
             continue
         derived.append(
             Reading(
@@ -272,8 +279,8 @@ def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
             diabetes=diabetes,
         )
         value = pooled_cohort_2013(inputs, p)
-    except (UnitError, ValueError) as err:
-        view.notes.append(f"{calc.id}: not calculated: {err}")
+    except (UnitError, ValueError, OverflowError) as err:
+        view.notes.append(f"{calc.id}: not calculated: {_why(err)}")
         return
     sources = ", ".join(r.source for r in latest.values() if r.source)
     if smoking_source:

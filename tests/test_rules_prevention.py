@@ -1359,3 +1359,13 @@ def test_care_gap_does_not_repeat_the_metformin_egfr_request(
     assert [
         r.rule_id for r in recommendation(result, "obtain_hba1c").evidence.rules
     ] == ["care_gap_hba1c"]
+
+
+def test_an_absurd_input_is_noted_not_a_crash(kb: KnowledgeBase) -> None:
+    # A typing slip of 1e300 mg/dL overflowed the equations (OverflowError).
+    result = evaluate(kb, pce_case("male", "white", tc=1e300))
+    assert risk_band(result) == set()
+    assert (
+        "pooled_cohort_2013: not calculated: an input is too far out of range "
+        "for the formula"
+    ) in result.notes
