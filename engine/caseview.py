@@ -156,8 +156,26 @@ class CaseView:
                 return False
         elif not entry.active:
             return False
+        if end is None and onset is not None and self._outlasted(entry, onset):
+            return False
         if since is not None:
             return onset is not None and onset <= self.as_of - since
+        return True
+
+    def _outlasted(self, entry: CodedEntry, onset: datetime) -> bool:
+        """An open entry older than its condition can last: a record never closed."""
+        known = self.catalogue.conditions.get(entry.concept or "")
+        if known is None or known.lasts_at_most is None:
+            return False
+        if onset >= self.as_of - parse_duration(known.lasts_at_most):
+            return False
+        note = (
+            f"{known.name} ({entry.source}) began more than "
+            f"{known.lasts_at_most} before the evaluation and has no end: "
+            "not taken as current"
+        )
+        if note not in self.notes:
+            self.notes.append(note)
         return True
 
     def has_condition(self, name: str, since: timedelta | None = None) -> bool:

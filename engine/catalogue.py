@@ -79,6 +79,9 @@ class CodedConcept:
     codes: frozenset[str] = field(default_factory=frozenset)
     ingredients: tuple[str, ...] = ()
     implies: tuple[str, ...] = ()
+    # A condition that cannot last longer (pregnancy): an entry older than
+    # this with no end is not taken as current (a duration, "10 months").
+    lasts_at_most: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             meaning=str(spec.get("meaning", "")),
             codes=frozenset(_as_tuple(spec.get("snomed"))),
             implies=_as_tuple(spec.get("implies")),
+            lasts_at_most=spec.get("lasts_at_most"),
         )
         for name, spec in (data.get("conditions") or {}).items()
     }

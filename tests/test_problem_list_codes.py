@@ -47,7 +47,12 @@ def _smoking_status(n: int, code: str, when: str) -> dict[str, Any]:
 
 
 def _bundle(
-    codes: list[str], *, sex: str, born: str, extra: list[dict[str, Any]]
+    codes: list[str],
+    *,
+    sex: str,
+    born: str,
+    extra: list[dict[str, Any]],
+    onset: str = "2020-01-01",
 ) -> dict[str, Any]:
     race = {
         "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
@@ -80,7 +85,7 @@ def _bundle(
             "id": f"c{i}",
             "clinicalStatus": {"coding": [{"code": "active"}]},
             "code": {"coding": [{"system": SNOMED, "code": code}]},
-            "onsetDateTime": "2020-01-01",
+            "onsetDateTime": onset,
         }
         for i, code in enumerate(codes)
     ]
@@ -98,8 +103,9 @@ def _evaluate(
     sex: str,
     born: str,
     extra: list[dict[str, Any]] | None = None,
+    onset: str = "2020-01-01",
 ) -> Assessment:
-    bundle = _bundle(codes, sex=sex, born=born, extra=extra or [])
+    bundle = _bundle(codes, sex=sex, born=born, extra=extra or [], onset=onset)
     case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
     return kb.evaluate(case, as_of=AS_OF)
 
@@ -154,7 +160,11 @@ def test_antepartum_eclampsia_is_a_pregnancy_and_blocks_a_statin(
     # A 45-year-old woman with type 2 diabetes: a statin unless pregnant.
     plain = _evaluate(kb, ["44054006"], sex="female", born="1980-01-01")
     eclampsia = _evaluate(
-        kb, ["44054006", "198992004"], sex="female", born="1980-01-01"
+        kb,
+        ["44054006", "198992004"],
+        sex="female",
+        born="1980-01-01",
+        onset="2025-03-01",
     )
     rec = "statin_moderate_intensity_at_least"
     assert {r.id: r.status for r in plain.recommendations}[rec] == "recommended"
@@ -274,3 +284,35 @@ def test_codings_that_disagree_are_noted_and_not_read(kb: KnowledgeBase) -> None
         "smoking_status (Observation/s1): SNOMED CT 449868002, 266919005 give "
         "different values (current, never); not read"
     ) in case.notes
+
+
+@pytest.mark.parametrize(
+    ("onset", "pregnant"), [("1995-06-01", False), ("2025-01-15", True)]
+)
+def test_a_pregnancy_never_closed_does_not_block_an_ace_inhibitor(
+    kb: KnowledgeBase, onset: str, pregnant: bool
+) -> None:
+    # A woman of 60 with diabetes, hypertension and UACR 410 mg/g: an ACE
+    # inhibitor or ARB is strongly recommended unless she is pregnant.
+    uacr = _observation(9, "14959-1", 410, "mg/g")
+    result = _evaluate(
+        kb,
+        ["44054006", "38341003", "72892002"],
+        sex="female",
+        born="1965-01-01" if not pregnant else "1990-01-01",
+        extra=[uacr],
+        onset=onset,
+    )
+    status = {r.id: r.status for r in result.recommendations}
+    assert status["acei_arb_strongly_recommended"] == (
+        "blocked" if pregnant else "recommended"
+    )
+    stale = [n for n in result.notes if n.startswith("pregnancy (Condition/c2)")]
+    assert stale == (
+        []
+        if pregnant
+        else [
+            "pregnancy (Condition/c2) began more than 10 months before the "
+            "evaluation and has no end: not taken as current"
+        ]
+    )
