@@ -24,7 +24,7 @@ from .calculations import run_calculations
 from .caseview import CaseView
 from .conclusions import after_death, assemble
 from .decisions import decider
-from .errors import EvaluationError, UnitError
+from .errors import EvaluationError, InputError, UnitError
 from .facts import Case
 from .leaves import LeafResult, condition_key, evaluate_leaf
 from .points import Points
@@ -150,6 +150,14 @@ def _view(
     as_of: datetime,
     findings: dict[str, bool | None] | None = None,
 ) -> CaseView:
+    if case.birth_date is not None and _aware(as_of).date() < case.birth_date:
+        # Neither date is repeated: the birth date identifies the patient.
+        raise InputError(
+            case.source or case.case_id,
+            "birth date",
+            "the evaluation time is before the patient's birth date",
+            "check the record's birth date, or evaluate at a later time (--as-of)",
+        )
     view = CaseView(case, as_of, kb.catalogue, findings=findings or {})
     run_calculations(view, kb.calculations)
     return view

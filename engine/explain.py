@@ -10,8 +10,9 @@ smallest change of one fact that would make it fire.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -328,21 +329,26 @@ def _change(cond: rf.Condition, res: LeafResult) -> str:
 
 def why_not(
     kb: KnowledgeBase,
-    case: Case,
+    case: Case | dict[str, Any] | str | Path,
     target: str,
-    as_of: datetime,
+    as_of: datetime | Literal["last"] | None = None,
     assessment: Assessment | None = None,
 ) -> WhyNot:
     """Why a named conclusion (finding, diagnosis, recommendation) was not reached.
 
+    ``case`` and ``as_of`` are as :meth:`KnowledgeBase.evaluate` takes them.
+
     Raises:
         KeyError: If no rule of the knowledge base can reach ``target``.
+        InputError: If the input cannot be read.
     """
     from .evaluation import _scores, _view
 
     producers = [r for r in kb.rules if target in r.produces]
     if not producers:
         raise KeyError(target)
+    case = kb._case(case, True)
+    as_of = kb._when(case, as_of, datetime.now(UTC))
     result = assessment or kb.evaluate(case, as_of=as_of)
     found = (
         {f.id for f in result.findings}

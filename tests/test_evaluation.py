@@ -108,3 +108,15 @@ def test_evaluate_many_takes_paths_and_as_of_last_per_record(
 
 def test_read_input_takes_a_file_name_as_text(kb: KnowledgeBase) -> None:
     assert read_input(str(EXAMPLE)) == read_input(EXAMPLE)
+
+
+def test_an_evaluation_time_before_birth_is_refused_without_the_date(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    path = tmp_path / "case.yaml"
+    path.write_text("patient: {birth_date: 1960-03-15, sex: male}\n")
+    with pytest.raises(InputError) as info:
+        kb.evaluate(path, as_of=datetime(1900, 1, 1, tzinfo=UTC))
+    assert info.value.reason == "the evaluation time is before the patient's birth date"
+    assert "1960" not in str(info.value)
+    assert kb.evaluate(path, as_of=datetime(1960, 3, 15, tzinfo=UTC)).patient.age == 0

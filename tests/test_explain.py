@@ -59,6 +59,16 @@ def test_why_not_names_the_failed_threshold_and_the_actual_value(
     assert yearly.smallest_change == obstacle.change
 
 
+def test_why_not_takes_a_path_and_as_of_last_as_evaluate_does(
+    kb: KnowledgeBase,
+) -> None:
+    target = "metformin_may_initiate_or_continue"
+    by_path = why_not(kb, str(EXAMPLE), target, "last")
+    by_case = why_not(kb, read_input(EXAMPLE), target, read_input(EXAMPLE).last_time())
+    assert by_path == by_case
+    assert not by_path.reached
+
+
 def test_why_not_names_a_missing_fact(kb: KnowledgeBase) -> None:
     case = read_input(EXAMPLE).model_copy(update={"readings": {}})
     answer = why_not(kb, case, "stage_2_hypertension", AS_OF)
