@@ -31,7 +31,7 @@ from .compiler import (
     produced_by,
     to_dnf,
 )
-from .errors import InputError, Problem, RuleFileError
+from .errors import InputError, ModelError, Problem, RuleFileError
 from .facts import Case
 from .loader import LoadedFile, read_rule_file
 from .scoring import ScoringModel, load_models
@@ -406,6 +406,11 @@ class KnowledgeBase:
                 ]
             )
         model_dir = default_models_dir() if models is None else Path(models)
+        if models is not None and not model_dir.is_dir():
+            raise ModelError(
+                f"{model_dir}: no such folder; give a folder of model folders "
+                "(the bundled one is models/)"
+            )
         loaded_models = load_models(model_dir) if model_dir.exists() else {}
 
         files: list[LoadedFile] = []

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from engine import KnowledgeBase
 from engine.errors import ModelError, ModelIntegrityError, ModelVersionWarning
 from engine.scoring import ScoringModel, load_model, load_models
 from engine.training import train_model
@@ -354,3 +355,9 @@ def test_load_models_reads_every_folder_with_a_card(copy: Path) -> None:
 
     with pytest.raises(ModelError, match="not a folder of models"):
         load_models(copy.parent / "absent")
+
+
+def test_a_models_folder_that_does_not_exist_is_a_model_error(tmp_path: Path) -> None:
+    # It was read as "no models", and every rule using a model was blamed.
+    with pytest.raises(ModelError, match="no such folder"):
+        KnowledgeBase.load(models=tmp_path / "nowhere")
