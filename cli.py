@@ -3,7 +3,7 @@
 Exit codes: 0 success; 1 problems found (``rules check``); 2 unusable
 arguments; 3 unreadable patient input; 4 knowledge base refused (rule files);
 5 model unusable; 6 evaluation failed; 7 some batch inputs failed (``batch``:
-each has an error record in the output); 130 batch interrupted by Ctrl-C (the
+each has an error record in the output); 130 interrupted by Ctrl-C (a batch's
 output holds whole lines up to where it stopped).
 """
 
@@ -56,6 +56,7 @@ EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
     5,
     6,
 )
+EXIT_INTERRUPTED = 130
 
 err_console = Console(stderr=True)
 
@@ -102,7 +103,18 @@ def _load(
     raise AssertionError("unreachable")
 
 
-@click.group()
+class _Commands(click.Group):
+    """The cdss group: Ctrl-C anywhere exits 130 (click's own way is exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="cdss-engine", prog_name="cdss")
 @click.option(
     "-v", "--verbose", count=True, help="-v for progress, -vv for rule firing."
@@ -585,7 +597,6 @@ def schema() -> None:
 
 
 EXIT_BATCH_FAILED = 7
-EXIT_INTERRUPTED = 130
 _LOCAL_CLUSTER = "local"  # the value of a bare --dask
 
 

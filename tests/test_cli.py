@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
-from cli import EXIT_INPUT, EXIT_RULES, main
+from cli import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RULES, main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
 
@@ -88,3 +89,13 @@ def test_documented_output_schema_is_the_current_one() -> None:
     assert json.loads(out) == json.loads(documented.read_text()), (
         "regenerate with `cdss schema > docs/assessment.schema.json`"
     )
+
+
+def test_ctrl_c_while_a_command_starts_exits_130(monkeypatch: Any) -> None:
+    # Click's own answer to Ctrl-C is "Aborted!" and exit 1.
+    def interrupted(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("engine.KnowledgeBase.load", interrupted)
+    code, _out, err = _run("evaluate", str(EXAMPLE))
+    assert (code, err.strip()) == (EXIT_INTERRUPTED, "interrupted")
