@@ -33,6 +33,7 @@ __all__ = [
     "recommendation_statuses",
     "taking",
     "undetermined",
+    "us_core_race",
     "undetermined_ids",
 ]
 
@@ -219,3 +220,19 @@ def undetermined(result: Assessment, rule_id: str) -> Undetermined:
     found = [u for u in result.undetermined if u.rule_id == rule_id]
     assert len(found) == 1, f"{rule_id} not undetermined: {undetermined_ids(result)}"
     return found[0]
+
+
+def us_core_race(omb_code: str) -> dict[str, Any]:
+    """A FHIR Patient's US Core race extension with one OMB category."""
+    return {
+        "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+        "extension": [
+            {
+                "url": "ombCategory",
+                "valueCoding": {
+                    "system": "urn:oid:2.16.840.1.113883.6.238",
+                    "code": omb_code,
+                },
+            }
+        ],
+    }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casebuilder import us_core_race
 
 from engine import Assessment, KnowledgeBase
 from engine.facts import Case
@@ -54,25 +55,13 @@ def _bundle(
     extra: list[dict[str, Any]],
     onset: str = "2020-01-01",
 ) -> dict[str, Any]:
-    race = {
-        "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
-        "extension": [
-            {
-                "url": "ombCategory",
-                "valueCoding": {
-                    "system": "urn:oid:2.16.840.1.113883.6.238",
-                    "code": "2106-3",
-                },
-            }
-        ],
-    }
     resources: list[dict[str, Any]] = [
         {
             "resourceType": "Patient",
             "id": "p1",
             "gender": sex,
             "birthDate": born,
-            "extension": [race],
+            "extension": [us_core_race("2106-3")],  # white
         },
         _observation(1, "2093-3", 213, "mg/dL"),  # total cholesterol
         _observation(2, "2085-9", 50, "mg/dL"),  # HDL cholesterol

@@ -31,6 +31,7 @@ from casebuilder import (
     taking,
     undetermined,
     undetermined_ids,
+    us_core_race,
 )
 from ruamel.yaml import YAML
 
@@ -708,19 +709,7 @@ def test_fhir_us_core_race_feeds_the_pooled_cohort_equations(
             }
         }
 
-    race = {
-        "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
-        "extension": [
-            {
-                "url": "ombCategory",
-                "valueCoding": {
-                    "system": "urn:oid:2.16.840.1.113883.6.238",
-                    "code": "2054-5",
-                    "display": "Black or African American",
-                },
-            }
-        ],
-    }
+    race = us_core_race("2054-5")  # Black or African American
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
