@@ -174,15 +174,24 @@ def _governance(
             )
         if not approved_only:
             continue
-        if rule.status == "draft":
+        unreviewed = [k for k in ("reviewer", "reviewed") if getattr(rule, k) is None]
+        if rule.status != "approved" or unreviewed:
+            said = (
+                "the rule is a draft"
+                if rule.status == "draft"
+                else "the rule is not marked approved"
+                if rule.status is None
+                else f"the rule is approved without {' and '.join(unreviewed)}"
+            )
             out.append(
                 Problem(
                     site.file.path,
                     line,
                     col,
-                    "the rule is a draft; this deployment accepts approved rules only",
+                    f"{said}; this deployment accepts approved rules only",
                     rule_id=rule.id,
-                    hint="have it reviewed and set `status: approved`",
+                    hint="have it reviewed, then set `status: approved`, "
+                    "`reviewer` and `reviewed`",
                     code="not-approved",
                 )
             )

@@ -381,7 +381,11 @@ class Rule(_Strict):
         description="Next review due, YYYY-MM-DD; a deployment may refuse "
         "rules past it.",
     )
-    status: Literal["draft", "approved", "retired"] = "approved"
+    status: Literal["draft", "approved", "retired"] | None = Field(
+        None,
+        description="draft, approved (with reviewer and reviewed) or retired; "
+        "unset runs as usual but is not approved.",
+    )
 
 
 class Calculation(_Strict):

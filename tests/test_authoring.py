@@ -144,6 +144,41 @@ def test_draft_and_overdue_rules_are_refused_when_only_approved_rules_may_run(
     ]
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ("", "the rule is not marked approved"),
+        (
+            "    status: approved\n",
+            "the rule is approved without reviewer and reviewed",
+        ),
+        (
+            "    status: approved\n    reviewer: Dr A. Example\n",
+            "the rule is approved without reviewed",
+        ),
+    ],
+)
+def test_only_a_rule_approved_by_a_named_reviewer_runs_under_the_policy(
+    tmp_path: Path, extra: str, said: str
+) -> None:
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(_ruleset(tmp_path, extra), MODELS, approved_only=True)
+    [problem] = info.value.problems
+    assert problem.message == f"{said}; this deployment accepts approved rules only"
+    reviewed = (
+        "    status: approved\n    reviewer: Dr A. Example\n    reviewed: 2026-11-02\n"
+    )
+    KnowledgeBase.load(_ruleset(tmp_path, reviewed), MODELS, approved_only=True)
+
+
+def test_the_bundled_rules_are_not_reviewed_and_say_so() -> None:
+    # No clinician has reviewed them: a deployment that runs approved rules
+    # only must not take them as approved.
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(approved_only=True)
+    assert {p.code for p in info.value.problems} == {"not-approved"}
+
+
 def test_unicode_labels_work_end_to_end(tmp_path: Path) -> None:
     kb = KnowledgeBase.load(_ruleset(tmp_path, ""), MODELS)
     case = Case(
