@@ -171,7 +171,8 @@ def main(verbose: int) -> None:
 @click.option(
     "--approved-only",
     is_flag=True,
-    help="Refuse rules not approved or whose review date has passed.",
+    help="Run only rules marked approved, with a reviewer and review date, "
+    "and not past their review date.",
 )
 def evaluate(
     file: Path,
@@ -340,7 +341,8 @@ def rules() -> None:
 @click.option(
     "--approved-only",
     is_flag=True,
-    help="Refuse rules not approved or whose review date has passed.",
+    help="Run only rules marked approved, with a reviewer and review date, "
+    "and not past their review date.",
 )
 def rules_check(
     paths: tuple[Path, ...], fmt: str, models: Path | None, approved_only: bool
