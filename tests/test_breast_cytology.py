@@ -88,7 +88,9 @@ def _score(result: Assessment) -> Score:
 
 
 def _recommendations(result: Assessment) -> dict[str, Recommendation]:
-    return {r.id: r for r in result.recommendations}
+    # The cytology ruleset's own: a woman of 52 with no lipids on record also
+    # gets the statin ruleset's obtain_lipid_panel, not this file's concern.
+    return {r.id: r for r in result.recommendations if r.id != "obtain_lipid_panel"}
 
 
 def _fired(result: Assessment) -> set[str]:

@@ -171,7 +171,9 @@ def test_elevated_gets_lifestyle_therapy_only(kb: KnowledgeBase) -> None:
     rec = recommendation(result, "bp_lifestyle_therapy_only")
     assert (rec.status, rec.certainty, rec.strength) == ("recommended", 0.9, "strong")
     assert recommendation_statuses(result) == {
-        "bp_lifestyle_therapy_only": "recommended"
+        "bp_lifestyle_therapy_only": "recommended",
+        # No lipids on record at this age: the statin ruleset asks for them.
+        "obtain_lipid_panel": "recommended",
     }
 
 
@@ -271,4 +273,6 @@ def test_systolic_alone_above_180_is_a_crisis(kb: KnowledgeBase) -> None:
         "assess_target_organ_damage_urgently": "recommended",
         # The latest reading is in the crisis range too: repeat it now.
         "repeat_bp_now_crisis_range": "recommended",
+        # No lipids on record at this age: the statin ruleset asks for them.
+        "obtain_lipid_panel": "recommended",
     }

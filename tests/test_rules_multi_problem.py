@@ -106,11 +106,14 @@ PATIENTS = {
             "acei_arb_row_strongly_recommended",
         },
         recommendations={
+            # No lipids on record: the statin decision asks for them.
+            "obtain_lipid_panel": "recommended",
             "metformin_continue_with_caution": "recommended",
             # Diabetes, stage 2 hypertension and eGFR 43 (below 60).
             "acei_arb_strongly_recommended": "recommended",
         },
         rules_fired={
+            "statin_obtain_lipid_panel",
             "bp_stage_2",
             "glycaemic_tests_available",
             "hba1c_diabetes_range",
@@ -154,8 +157,12 @@ PATIENTS = {
             "albuminuria_a2",
             "ckd",
         },
-        recommendations={},
+        recommendations={
+            # No lipids on record: the statin decision asks for them.
+            "obtain_lipid_panel": "recommended",
+        },
         rules_fired={
+            "statin_obtain_lipid_panel",
             "bp_stage_1",
             "glycaemic_tests_available",
             "prediabetes",
@@ -189,12 +196,15 @@ PATIENTS = {
             "gfr_category_g4",
         },
         recommendations={
+            # No lipids on record: the statin decision asks for them.
+            "obtain_lipid_panel": "recommended",
             "assess_target_organ_damage_urgently": "recommended",
             "repeat_bp_now_crisis_range": "recommended",
             "repeat_fpg_to_confirm": "recommended",
             "order_diagnostic_glucose_test": "recommended",
         },
         rules_fired={
+            "statin_obtain_lipid_panel",
             "bp_stage_2",
             "bp_crisis",
             "bp_single_reading_crisis_range",
@@ -222,6 +232,8 @@ PATIENTS = {
         diagnoses={"chronic_kidney_disease": ("709044004", 0.9)},
         findings={"bp_elevated", "gfr_category_g4", "albuminuria_a3", "ckd"},
         recommendations={
+            # No lipids on record: the statin decision asks for them.
+            "obtain_lipid_panel": "recommended",
             "bp_lifestyle_therapy_only": "recommended",
             "metformin_contraindicated": "recommended",
             # Blocked although not made: the patient already takes it.
@@ -231,6 +243,7 @@ PATIENTS = {
             "obtain_hba1c": "recommended",
         },
         rules_fired={
+            "statin_obtain_lipid_panel",
             "bp_elevated",
             "gfr_g4",
             "albuminuria_a3",
