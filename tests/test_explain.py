@@ -116,7 +116,9 @@ def test_cli_explain_json_and_unknown_conclusion() -> None:
     assert document["notice"].startswith("Decision support only")
     [tree] = document["conclusions"]
     assert tree["rules"][0]["rule_id"] == "bp_stage_2"
-    assert tree["facts"][0]["aggregate"] == "mean"
+    facts = {f["name"]: f for f in tree["facts"]}
+    assert facts["systolic_bp"]["aggregate"] == "mean"
+    assert facts["age"]["value"] == 67  # adults only: the age is evidence too
     why = runner.invoke(
         main,
         ["explain", str(EXAMPLE), "--as-of", "last", "--format", "json"]

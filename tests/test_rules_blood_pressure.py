@@ -276,3 +276,18 @@ def test_systolic_alone_above_180_is_a_crisis(kb: KnowledgeBase) -> None:
         # No lipids on record at this age: the statin ruleset asks for them.
         "obtain_lipid_panel": "recommended",
     }
+
+
+def test_a_child_gets_no_adult_category(kb: KnowledgeBase) -> None:
+    # Children's categories are percentiles (AAP 2017): spec 0.6, adults only.
+    result = evaluate(kb, case(bp(150, 95), age=10))
+    assert bp_findings(result) == set()
+    assert "bp_not_applicable" in finding_ids(result)
+    assert "hypertension" not in {d.id for d in result.diagnoses}
+    assert "bp_lifestyle_therapy_only" not in recommendation_statuses(result)
+
+
+def test_an_unknown_age_leaves_the_category_undetermined(kb: KnowledgeBase) -> None:
+    result = evaluate(kb, case(bp(150, 95), age=None))
+    assert bp_findings(result) == set()
+    assert "age" in undetermined(result, "bp_stage_2").missing
