@@ -282,11 +282,23 @@ def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
     except (UnitError, ValueError, OverflowError) as err:
         view.notes.append(f"{calc.id}: not calculated: {_why(err)}")
         return
-    sources = ", ".join(r.source for r in latest.values() if r.source)
-    if smoking_source:
-        sources += f", {smoking_source}"
-    if by_finding:
-        sources += f", finding {finding}"
+    # Every input as the equation took it, so that the risk can be checked.
+    parts = [
+        f"{name} {values[name]:g} {units[name]}"
+        + (f" ({reading.source})" if reading.source else "")
+        for name, reading in latest.items()
+    ]
+    parts.append("treated" if inputs.treated else "untreated")
+    parts.append(f"{inputs.race} {inputs.sex} equation")
+    parts.append(smoking_source or ("smoker" if smoker else "non-smoker"))
+    parts.append(
+        f"diabetes (finding {finding})"
+        if by_finding
+        else "diabetes"
+        if diabetes
+        else "no diabetes"
+    )
+    sources = ", ".join(parts)
     _add_derived(
         view,
         calc.fact,

@@ -1358,3 +1358,22 @@ def test_an_absurd_input_is_noted_not_a_crash(kb: KnowledgeBase) -> None:
         "pooled_cohort_2013: not calculated: an input is too far out of range "
         "for the formula"
     ) in result.notes
+
+
+def test_the_risk_names_every_input_as_the_equations_took_it(
+    kb: KnowledgeBase,
+) -> None:
+    # SI lipids are shown as converted: the equations take mg/dL.
+    result = evaluate(kb, pce_case("male", "white", tc=5.51, hdl=1.29, unit="mmol/L"))
+    (band,) = [f for f in result.findings if f.id in risk_band(result)]
+    (risk,) = [f for f in band.evidence.facts if f.name == "ascvd_10y_risk"]
+    for part in (
+        "total_cholesterol 213.072 mg/dL",
+        "hdl_cholesterol 49.8843 mg/dL",
+        "systolic_bp 120 mm[Hg]",
+        "untreated",
+        "white male equation",
+        "smoking_status never",
+        "no diabetes",
+    ):
+        assert part in risk.source, (part, risk.source)
