@@ -435,7 +435,11 @@ def rules_test(
             click.echo(f"     {failure}")
         click.echo(f"     rules fired: {', '.join(r.fired) or 'none'}")
     failed = sum(1 for r in results if not r.passed)
-    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    unrun = len({p.path for p in problems if p.severity == "error"})
+    click.echo(
+        f"{len(results) - failed} passed, {failed} failed"
+        + (f"; {unrun} file(s) not run for the errors above" if unrun else "")
+    )
     if failed or problems or not results:
         sys.exit(EXIT_PROBLEMS)
 

@@ -22,6 +22,7 @@ recommendations and undetermined rules that must appear or must not::
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -115,19 +116,20 @@ def read_rule_tests(path: Path) -> tuple[RuleTestFile | None, Any, list[Problem]
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"), source=shown)
     except InputError as err:
+        # The reader words YAML errors for case files: place them as a rule
+        # author's editor expects (file:line:column) and point to the format.
+        place = re.match(r"line (\d+), column (\d+)", err.where)
+        line, column = (int(place[1]), int(place[2])) if place else (0, 0)
+        hint = (
+            "a rule test file is YAML indented with spaces; see docs/rules.md, "
+            "Rule tests"
+            if "case file" in err.hint
+            else err.hint
+        )
         return (
             None,
             None,
-            [
-                Problem(
-                    shown,
-                    0,
-                    0,
-                    f"{err.where}: {err.reason}",
-                    hint=err.hint,
-                    code="yaml",
-                )
-            ],
+            [Problem(shown, line, column, err.reason, hint=hint, code="yaml")],
         )
     except (OSError, UnicodeDecodeError) as err:
         return None, None, [Problem(shown, 0, 0, f"cannot read the file: {err}")]

@@ -74,6 +74,21 @@ def test_a_failing_rule_test_shows_expected_versus_got(tmp_path: Path) -> None:
     assert "0 passed, 1 failed" in result.stdout
 
 
+def test_a_rule_test_file_with_broken_yaml_is_located_and_counted(
+    tmp_path: Path,
+) -> None:
+    test = tmp_path / "broken.test.yaml"
+    test.write_text("tests:\n  - name: x\n    given: {patient: {age: 4\n")
+    result = CliRunner().invoke(main, ["rules", "test", str(test)])
+    assert result.exit_code == 1
+    line = result.stdout.splitlines()[0]
+    assert line.startswith(f"{test}:4:1: error: not valid YAML")
+    assert "see docs/rules.md, Rule tests" in line and "case file" not in line
+    assert "0 passed, 0 failed; 1 file(s) not run for the errors above" in (
+        result.stdout
+    )
+
+
 def test_cli_rules_test_passes_on_the_bundled_knowledge_base() -> None:
     result = CliRunner().invoke(main, ["rules", "test"])
     assert result.exit_code == 0, result.stdout
