@@ -68,6 +68,10 @@ def _unit_verdict(unit: str, fact: str, accepted: tuple[str, ...]) -> tuple[str,
     for a in accepted:
         if _ANNOTATION.sub("", a) == unit:
             return a, f"{fact} recorded in `{unit}` was read as `{a}`"
+    # UCUM annotations ({...}) do not change a unit's meaning: `%{HbA1c}` is %.
+    bare = _ANNOTATION.sub("", unit)
+    if bare != unit and bare in accepted:
+        return bare, f"{fact} recorded in `{unit}` was read as `{bare}`"
     return "", f"`{unit}` is not a unit of {fact} (accepted: {listing})"
 
 

@@ -327,6 +327,14 @@ def test_egfr_without_annotation_is_read_per_1_73_m2_with_a_note() -> None:
     )
 
 
+def test_an_annotated_ucum_unit_is_read_as_the_unit_it_annotates() -> None:
+    # UCUM: an annotation in braces does not change the unit. One HbA1c in
+    # `%{HbA1c}` refused the whole record.
+    case = read(observation("a", "4548-4", 7.1, "%{HbA1c}"))
+    assert [(r.value, r.unit) for r in case.readings["hba1c"]] == [(7.1, "%")]
+    assert case.notes == ("hba1c recorded in `%{HbA1c}` was read as `%` (1 value)",)
+
+
 def test_comparator_value_is_not_read_as_a_number() -> None:
     obs = observation("a", "14959-1", 30, "mg/g")
     obs["valueQuantity"]["comparator"] = "<"
