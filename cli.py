@@ -9,6 +9,7 @@ output holds whole lines up to where it stopped).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -526,8 +527,14 @@ def explain(
             answer = why_not(kb, case, why, when, result)
         except KeyError:
             known = sorted({p for r in kb.rules for p in r.produces})
+            near = difflib.get_close_matches(why, known, n=1, cutoff=0.6)
             _fail(
-                f"no rule concludes `{why}`; known conclusions: {', '.join(known)}",
+                f"no rule concludes `{why}`; "
+                + (
+                    f"did you mean `{near[0]}`?"
+                    if near
+                    else f"known conclusions: {', '.join(known)}"
+                ),
                 EXIT_USAGE,
             )
             return
@@ -557,9 +564,18 @@ def explain(
             *(f.id for f in result.findings),
             *(r.id for r in result.recommendations if r.status == "recommended"),
         ]
+        assert conclusion is not None  # how() names every tree without one
+        known = sorted({p for r in kb.rules for p in r.produces})
+        if conclusion in known:
+            then = f"try --why-not {conclusion}"
+        else:
+            near = difflib.get_close_matches(conclusion, known, n=1, cutoff=0.6)
+            then = f"no rule concludes `{conclusion}`" + (
+                f"; did you mean `{near[0]}`?" if near else ""
+            )
         _fail(
             f"`{conclusion}` was not reached for this case (reached: "
-            f"{', '.join(reached) or 'nothing'}); try --why-not {conclusion}",
+            f"{', '.join(reached) or 'nothing'}); {then}",
             EXIT_USAGE,
         )
         return

@@ -128,6 +128,13 @@ def test_cli_explain_json_and_unknown_conclusion() -> None:
     bad = runner.invoke(main, ["explain", str(EXAMPLE), "--why-not", "no_such_thing"])
     assert bad.exit_code == 2
     assert "no rule concludes `no_such_thing`" in bad.stderr
+    typo = runner.invoke(
+        main, ["explain", str(EXAMPLE), "--why-not", "stage_2_hypertensoin"]
+    )
+    assert "did you mean `stage_2_hypertension`?" in typo.stderr
+    nosuch = runner.invoke(main, ["explain", str(EXAMPLE), "stage_2_hypertensoin"])
+    assert "try --why-not" not in nosuch.stderr
+    assert "did you mean `stage_2_hypertension`?" in nosuch.stderr
 
 
 def test_why_not_says_a_second_result_is_what_is_missing(
