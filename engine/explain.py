@@ -360,6 +360,10 @@ def why_not(
         p for r in kb.rules if r.rule.id in undetermined_rules for p in r.produces
     }
     view = _view(kb, case, as_of)
+    if view.reads_findings & found:
+        # As the evaluation did: calculations that read a finding that held
+        # are worked out again with it (engine.evaluation).
+        view = _view(kb, case, as_of, {f: f in found for f in view.reads_findings})
     scores = _scores(kb, view)
     points = evaluate_points(view, kb.point_scores, scores)
     examiner = _Examiner(view, scores, points, found, unknown - found)

@@ -164,3 +164,25 @@ def test_evidence_shows_the_branch_that_held(kb: KnowledgeBase) -> None:
         r for r in result.recommendations if r.id == "metformin_continue_with_caution"
     ]
     assert all(f.value is not False for f in rec.evidence.facts), rec.evidence.facts
+
+
+def test_why_not_reads_the_risk_the_assessment_used(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # Diabetes confirmed by two A1C results feeds the risk (10.1 %, not the
+    # 5.4 % of a non-diabetic): why-not must show the same figure.
+    path = tmp_path / "case.yaml"
+    path.write_text(
+        "patient: {age: 55, sex: male}\n"
+        "facts:\n"
+        "  race: white\n"
+        "  smoking_status: never @ 2025-05-01\n"
+        "  total_cholesterol: 213 mg/dL @ 2025-05-01\n"
+        "  hdl_cholesterol: 50 mg/dL @ 2025-05-01\n"
+        "  systolic_bp: 120 mmHg @ 2025-05-01\n"
+        "  hba1c: [7.0 % @ 2025-02-01, 7.2 % @ 2025-05-01]\n"
+    )
+    answer = why_not(kb, str(path), "ascvd_risk_high", "last")
+    [attempt] = answer.attempts
+    [obstacle] = attempt.obstacles
+    assert obstacle.actual == "ascvd_10y_risk is 10.136 % (2025-05-01)"
