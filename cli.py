@@ -9,7 +9,6 @@ output holds whole lines up to where it stopped).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import logging
@@ -46,6 +45,7 @@ from engine import (
 )
 from engine import batch as batch_engine
 from engine.bulk import names_input
+from engine.checks import suggest
 from engine.errors import CdssError, Problem
 from engine.knowledge import default_rules_dir, rule_file_paths
 
@@ -102,6 +102,13 @@ def _load(
     except ModelError as err:
         _fail(str(err), EXIT_MODEL)
     raise AssertionError("unreachable")
+
+
+def _no_rule_concludes(kb: KnowledgeBase, name: str) -> str:
+    known = sorted({p for r in kb.rules for p in r.produces})
+    return f"no rule concludes `{name}`; " + (
+        suggest(name, known) or f"known conclusions: {', '.join(known)}"
+    )
 
 
 class _Commands(click.Group):
@@ -526,17 +533,7 @@ def explain(
         try:
             answer = why_not(kb, case, why, when, result)
         except KeyError:
-            known = sorted({p for r in kb.rules for p in r.produces})
-            near = difflib.get_close_matches(why, known, n=1, cutoff=0.6)
-            _fail(
-                f"no rule concludes `{why}`; "
-                + (
-                    f"did you mean `{near[0]}`?"
-                    if near
-                    else f"known conclusions: {', '.join(known)}"
-                ),
-                EXIT_USAGE,
-            )
+            _fail(_no_rule_concludes(kb, why), EXIT_USAGE)
             return
         if fmt == "json":
             sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
@@ -565,14 +562,10 @@ def explain(
             *(r.id for r in result.recommendations if r.status == "recommended"),
         ]
         assert conclusion is not None  # how() names every tree without one
-        known = sorted({p for r in kb.rules for p in r.produces})
-        if conclusion in known:
+        if any(conclusion in r.produces for r in kb.rules):
             then = f"try --why-not {conclusion}"
         else:
-            near = difflib.get_close_matches(conclusion, known, n=1, cutoff=0.6)
-            then = f"no rule concludes `{conclusion}`" + (
-                f"; did you mean `{near[0]}`?" if near else ""
-            )
+            then = _no_rule_concludes(kb, conclusion)
         _fail(
             f"`{conclusion}` was not reached for this case (reached: "
             f"{', '.join(reached) or 'nothing'}); {then}",

@@ -79,12 +79,7 @@ def _ckd_epi(view: CaseView, calc: Calculation) -> None:
                 source=f"calculated ({calc.id}) from {reading.source}",
             )
         )
-    if derived:
-        reported = view.readings.get(calc.fact, [])
-        merged = sorted(
-            [*reported, *derived], key=lambda r: view.time_of(r).timestamp()
-        )
-        view.readings[calc.fact] = merged
+    _add_derived(view, calc.fact, derived)
 
 
 def _add_derived(view: CaseView, fact: str, derived: list[Reading]) -> None:

@@ -19,7 +19,7 @@ from .errors import Problem, UnitError
 from .loader import LoadedFile
 from .units import same_dimension
 
-__all__ = ["RuleSite", "check_rule_files", "rule_sites"]
+__all__ = ["RuleSite", "check_rule_files", "rule_sites", "suggest"]
 
 _OPS = ("above", "at_least", "below", "at_most")
 
@@ -81,7 +81,8 @@ def _problem(
     )
 
 
-def _suggest(name: str, pool: list[str]) -> str:
+def suggest(name: str, pool: list[str]) -> str:
+    """``did you mean `x`?`` for the closest name of ``pool``, or ""."""
     near = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
     return f"did you mean `{near[0]}`?" if near else ""
 
@@ -138,7 +139,7 @@ def _check_comparison(
             hint = f"write `taking: {cond.fact}`"
             code = "not-a-number"
         else:
-            hint = _suggest(cond.fact, list(cat.quantities))
+            hint = suggest(cond.fact, list(cat.quantities))
         return [_problem(site, site.at(raw, "fact"), msg, hint, code)]
     if cond.within:
         try:
@@ -403,7 +404,7 @@ def _check_when(
                     site.at(raw, "points"),
                     f"unknown point score `{cond.points}`; defined: "
                     f"{', '.join(sorted(points)) or 'none'}",
-                    _suggest(cond.points, sorted(points)),
+                    suggest(cond.points, sorted(points)),
                     "unknown-points",
                 )
             )
@@ -417,7 +418,7 @@ def _check_when(
                     site,
                     site.at(raw, "condition"),
                     f"unknown condition `{cond.condition}`",
-                    _suggest(cond.condition, list(cat.conditions)),
+                    suggest(cond.condition, list(cat.conditions)),
                     "unknown-condition",
                 )
             )
@@ -427,7 +428,7 @@ def _check_when(
                     site,
                     site.at(raw, "taking"),
                     f"unknown medication `{cond.taking}`",
-                    _suggest(cond.taking, list(cat.medications)),
+                    suggest(cond.taking, list(cat.medications)),
                     "unknown-medication",
                 )
             )
@@ -439,7 +440,7 @@ def _check_when(
                     site,
                     site.at(raw, "allergic_to"),
                     f"unknown medication `{cond.allergic_to}`",
-                    _suggest(cond.allergic_to, list(cat.medications)),
+                    suggest(cond.allergic_to, list(cat.medications)),
                     "unknown-medication",
                 )
             )
@@ -450,7 +451,7 @@ def _check_when(
                     site.at(raw, "score"),
                     f"unknown score `{cond.score}`; loaded models: "
                     f"{', '.join(sorted(models)) or 'none'}",
-                    _suggest(cond.score, sorted(models)),
+                    suggest(cond.score, sorted(models)),
                     "unknown-score",
                 )
             )
@@ -460,7 +461,7 @@ def _check_when(
                     site,
                     site.at(raw, "finding"),
                     f"finding `{cond.finding}` is tested but no rule asserts it",
-                    _suggest(cond.finding, sorted(produced)),
+                    suggest(cond.finding, sorted(produced)),
                     "finding-never-asserted",
                 )
             )
@@ -551,7 +552,7 @@ def _check_calculation_findings(
                             col + 1,
                             f"calculation `{calc.id}`: {key} `{finding}` is not "
                             "asserted by any rule",
-                            hint=_suggest(finding, sorted(produced))
+                            hint=suggest(finding, sorted(produced))
                             or "name a finding that some rule asserts",
                             code="unknown-finding",
                         )
@@ -649,7 +650,7 @@ def check_rule_files(
                         line + 1,
                         col + 1,
                         f"calculation `{calc.id}` feeds unknown fact `{calc.fact}`",
-                        hint=_suggest(calc.fact, list(catalogue.quantities)),
+                        hint=suggest(calc.fact, list(catalogue.quantities)),
                         code="unknown-fact",
                     )
                 )
@@ -680,7 +681,7 @@ def check_rule_files(
                             site,
                             site.at(site.raw["then"], i),
                             message,
-                            _suggest(name, sorted(pool)),
+                            suggest(name, sorted(pool)),
                             code,
                         )
                     )

@@ -282,15 +282,18 @@ class ResourceReader:
                 # Not a value of the fact, or codings that disagree: unread,
                 # and said so (the code is a terminology code, not patient data).
                 listed = ", ".join(str(c) for c in codes)
-                shown = (
-                    "no SNOMED CT coded value"
-                    if not codes
-                    else f"SNOMED CT {listed} give different values "
-                    f"({', '.join(sorted(values))})"
-                    if len(values) > 1
-                    else f"SNOMED CT {listed} is not one of the values "
-                    f"{', '.join(fact.values)}"
-                )
+                if not codes:
+                    shown = "no SNOMED CT coded value"
+                elif values:
+                    shown = (
+                        f"SNOMED CT {listed} give different values "
+                        f"({', '.join(sorted(values))})"
+                    )
+                else:
+                    shown = (
+                        f"SNOMED CT {listed} is not one of the values "
+                        f"{', '.join(fact.values)}"
+                    )
                 self.notes.append(f"{name} ({source}): {shown}; not read")
                 continue
             self.readings.setdefault(name, []).append(
