@@ -101,6 +101,14 @@ class Catalogue:
         object.__setattr__(self, "_by_loinc", by_loinc)
         texts_by_loinc = {c: t.name for t in self.texts.values() for c in t.loinc}
         object.__setattr__(self, "_texts_by_loinc", texts_by_loinc)
+        by_snomed: dict[str, list[str]] = {}
+        for concept in self.conditions.values():
+            for code in concept.codes:
+                by_snomed.setdefault(code, []).append(concept.name)
+        object.__setattr__(self, "_by_snomed", by_snomed)
+        # Drug look-ups by code and product text, kept across records: every
+        # refill names the same few drugs. Bounded: emptied when full.
+        object.__setattr__(self, "_drugs", {})
 
     def fact_for_loinc(self, code: str) -> str | None:
         """Return the fact fed by a LOINC code, or None."""
@@ -114,16 +122,23 @@ class Catalogue:
 
     def conditions_for_snomed(self, code: str) -> list[str]:
         """Return every condition concept a SNOMED CT code belongs to."""
-        return [c.name for c in self.conditions.values() if code in c.codes]
+        return list(self._by_snomed.get(code, ()))  # type: ignore[attr-defined]
 
     def medications_for(self, code: str, text: str) -> list[str]:
         """Return medication concepts matching an RxNorm code or product text."""
-        lowered = text.lower()
-        return [
-            m.name
-            for m in self.medications.values()
-            if code in m.codes or any(i in lowered for i in m.ingredients)
-        ]
+        drugs: dict[tuple[str, str], list[str]] = self._drugs  # type: ignore[attr-defined]
+        found = drugs.get((code, text))
+        if found is None:
+            lowered = text.lower()
+            found = [
+                m.name
+                for m in self.medications.values()
+                if code in m.codes or any(i in lowered for i in m.ingredients)
+            ]
+            if len(drugs) >= 4096:
+                drugs.clear()
+            drugs[(code, text)] = found
+        return list(found)
 
     def names(self) -> list[str]:
         """Return every fact name rules may refer to."""

@@ -318,6 +318,9 @@ def _current_versions(
     A history bundle can hold a resource's earlier versions (the original of an
     amended result); only the current one counts.
     """
+    ids = [resource.get("id") for _index, resource in bucket]
+    if len(set(ids)) == len(ids) and all(isinstance(i, str) and i for i in ids):
+        return bucket  # one version of each: the usual case, checked cheaply
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
     order: list[str] = []
     for index, resource in bucket:

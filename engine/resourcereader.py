@@ -92,7 +92,6 @@ class ResourceReader:
         self.notes: list[str] = []
         self.unit_notes: dict[str, int] = {}
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
-        self.medication_names: dict[tuple[str, str], list[str]] = {}
         self.latest: datetime | None = None
 
     def fail(self, where: str, reason: str, hint: str = "") -> InputError:
@@ -454,27 +453,16 @@ class ResourceReader:
             return None
         return self.validate(Medication, raw, where).code
 
-    def medications_for(self, code: str, text: str) -> list[str]:
-        # A record names the same few drugs again and again (every refill),
-        # and each catalogue look-up tries every ingredient of every drug.
-        key = (code, text)
-        found = self.medication_names.get(key)
-        if found is None:
-            found = self.medication_names[key] = self.catalogue.medications_for(
-                code, text
-            )
-        return found
-
     def concepts(self, code: CodeableConcept) -> list[tuple[str, Coding | None]]:
         """Return (concept, coding it came from) pairs for a drug code."""
         found: dict[str, Coding | None] = {}
         for coding in code.coding:
             rx = coding.code if coding.system == RXNORM and coding.code else ""
             text = coding.display or code.text or ""
-            for concept in self.medications_for(rx, text):
+            for concept in self.catalogue.medications_for(rx, text):
                 found.setdefault(concept, coding)
         if code.text:
-            for concept in self.medications_for("", code.text):
+            for concept in self.catalogue.medications_for("", code.text):
                 found.setdefault(concept, code.coding[0] if code.coding else None)
         return list(found.items())
 
