@@ -8,6 +8,7 @@ SNOMED CT or RxNorm code.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -119,6 +120,10 @@ class Catalogue:
         """Return the text fact an Observation code records (coded value), or None."""
         found: str | None = self._texts_by_loinc.get(code)  # type: ignore[attr-defined]
         return found
+
+    def loinc_codes(self) -> tuple[Collection[str], Collection[str]]:
+        """The LOINC codes that feed a quantity fact, and those of a text fact."""
+        return self._by_loinc.keys(), self._texts_by_loinc.keys()  # type: ignore[attr-defined]
 
     def conditions_for_snomed(self, code: str) -> list[str]:
         """Return every condition concept a SNOMED CT code belongs to."""

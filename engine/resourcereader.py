@@ -93,6 +93,8 @@ class ResourceReader:
         self.unit_notes: dict[str, int] = {}
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
+        self._quantity_codes, self._text_codes = catalogue.loinc_codes()
+        self._units: dict[tuple[str | None, str], tuple[str, str]] = {}
 
     def fail(self, where: str, reason: str, hint: str = "") -> InputError:
         return InputError(source=self.source, where=where, reason=reason, hint=hint)
@@ -244,13 +246,17 @@ class ResourceReader:
 
     def feeds_a_fact(self, obs: ObservationData) -> bool:
         """:meth:`may_feed_a_fact` for an Observation already validated."""
-        by_loinc = self.catalogue.fact_for_loinc
-        for code in (obs["code"], *(c["code"] for c in obs.get("component", ()))):
-            for item in code.get("coding", ()):
-                value = item.get("code")
-                if value and item.get("system") == LOINC and by_loinc(value):
+        # Most of a record's Observations stop here: set look-ups only.
+        quantity, text = self._quantity_codes, self._text_codes
+        for item in obs["code"].get("coding", ()):
+            code = item.get("code")
+            if (code in quantity or code in text) and item.get("system") == LOINC:
+                return True
+        for component in obs.get("component", ()):
+            for item in component["code"].get("coding", ()):
+                if item.get("code") in quantity and item.get("system") == LOINC:
                     return True
-        return bool(self.text_facts(obs["code"].get("coding", ())))
+        return False
 
     def text_facts(self, coding: Iterable[CodingData]) -> list[str]:
         """Text facts an Observation's code records as a coded value."""
@@ -340,14 +346,18 @@ class ResourceReader:
         raw, field = quantity.get("code"), "code"
         if not raw or quantity.get("system") not in (None, UCUM):
             raw, field = quantity.get("unit"), "unit"
-        try:
-            unit, note = accept_unit(raw, fact)
-        except UnitError as err:
-            raise self.fail(
-                f"{where}valueQuantity.{field}",
-                str(err),
-                f"record the value in one of: {', '.join(fact.units)}",
-            ) from None
+        # A record writes each fact in the same unit again and again.
+        verdict = self._units.get((raw, name))
+        if verdict is None:
+            try:
+                verdict = self._units[raw, name] = accept_unit(raw, fact)
+            except UnitError as err:
+                raise self.fail(
+                    f"{where}valueQuantity.{field}",
+                    str(err),
+                    f"record the value in one of: {', '.join(fact.units)}",
+                ) from None
+        unit, note = verdict
         if note:
             self.unit_notes[note] = self.unit_notes.get(note, 0) + 1
         value = float(recorded)
