@@ -415,7 +415,6 @@ class _CaseReader:
             else:
                 items = [(value, _value_pos(node, name), path)]
             readings = [self.reading(fact, *item) for item in items]
-            readings.sort(key=lambda r: (r.time is None, r.time or _EARLIEST))
             out[fact.name] = tuple(readings)
         return out
 
@@ -455,7 +454,6 @@ class _CaseReader:
                 self.times.append(when)
             label = f"case file line {pos[0]}" if pos else "case file"
             out.append(Reading(value=match[0], unit=None, time=when, source=label))
-        out.sort(key=lambda r: (r.time is None, r.time or _EARLIEST))
         return tuple(out)
 
     def fact(self, node: Any, name: Any, path: str, names: list[str]) -> QuantityFact:
@@ -675,4 +673,3 @@ def _kind(value: object) -> str:
 
 
 _ANNOTATION: Final = re.compile(r"\{[^}]*\}")
-_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)

@@ -88,7 +88,15 @@ class CaseView:
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
         for name, values in self.case.readings.items():
-            kept = [r for r in values if r.time is None or _aware(r.time) <= self.as_of]
+            # Oldest first (Case.readings), undated last: when the latest
+            # dated reading is not after as_of, none is.
+            last = next((r.time for r in reversed(values) if r.time), None)
+            if last is None or _aware(last) <= self.as_of:
+                kept = list(values)
+            else:
+                kept = [
+                    r for r in values if r.time is None or _aware(r.time) <= self.as_of
+                ]
             if kept:
                 self.readings[name] = kept
         if self.case.sex is not None:

@@ -8,10 +8,10 @@ number of results.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["Case", "CodedEntry", "Reading", "Sex"]
 
@@ -74,7 +74,9 @@ class Case(BaseModel):
         age: Age in whole years when given directly (case files); otherwise
             computed from ``birth_date`` at the evaluation time.
         sex: Administrative sex as the rules use it.
-        readings: Fact name to its readings, oldest first.
+        readings: Fact name to its readings, put oldest first (undated
+            readings count as current, after every dated one; a time without
+            an offset is taken as UTC).
         conditions: Conditions on the record.
         medications: Medications on the record.
         allergies: Allergies and intolerances on the record.
@@ -99,6 +101,17 @@ class Case(BaseModel):
     last_recorded: datetime | None = None
     notes: tuple[str, ...] = ()
 
+    @field_validator("readings")
+    @classmethod
+    def _oldest_first(
+        cls, readings: dict[str, tuple[Reading, ...]]
+    ) -> dict[str, tuple[Reading, ...]]:
+        # The evaluator reads the last reading as the latest, and skips the
+        # readings after the evaluation time by looking at the last dated one.
+        return {
+            name: tuple(sorted(values, key=_when)) for name, values in readings.items()
+        }
+
     def last_time(self) -> datetime | None:
         """The time ``--as-of last`` means: the last entry, while alive.
 
@@ -116,3 +129,13 @@ class Case(BaseModel):
         problem list without letting the list feed the rules.
         """
         return self.model_copy(update={"conditions": ()})
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _when(reading: Reading) -> tuple[bool, datetime]:
+    t = reading.time
+    if t is None:
+        return True, _EARLIEST
+    return False, t if t.tzinfo else t.replace(tzinfo=UTC)

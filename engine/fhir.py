@@ -21,7 +21,6 @@ identifies the patient (names, addresses) is ever read.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from pydantic import ValidationError
@@ -250,10 +249,7 @@ def _read(
         f"{note} ({count} value{'s' if count > 1 else ''})"
         for note, count in reader.unit_notes.items()
     )
-    readings = {
-        name: tuple(sorted(values, key=_reading_order))
-        for name, values in reader.readings.items()
-    }
+    readings = {name: tuple(values) for name, values in reader.readings.items()}
     logger.debug(
         "read bundle %s: %d readings, %d conditions, %d medications",
         patient.id,
@@ -299,9 +295,6 @@ def _us_core_race(patient: dict[str, Any]) -> str | None:
     return None
 
 
-_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
-
-
 def _version_key(resource: dict[str, Any]) -> tuple[int, str]:
     meta = resource.get("meta")
     meta = meta if isinstance(meta, dict) else {}
@@ -336,8 +329,3 @@ def _current_versions(
         kind = resource.get("resourceType")
         reader.notes.append(f"{kind}/{key}: an earlier version was left out")
     return [latest[k] for k in order]
-
-
-def _reading_order(reading: Reading) -> tuple[bool, datetime]:
-    # Undated readings count as current, so they sort after every dated one.
-    return (reading.time is None, reading.time or _EARLIEST)

@@ -120,3 +120,39 @@ def test_an_evaluation_time_before_birth_is_refused_without_the_date(
     assert info.value.reason == "the evaluation time is before the patient's birth date"
     assert "1960" not in str(info.value)
     assert kb.evaluate(path, as_of=datetime(1960, 3, 15, tzinfo=UTC)).patient.age == 0
+
+
+def test_readings_given_out_of_order_are_read_oldest_first() -> None:
+    # A Case built by an application may list readings in any order, with or
+    # without offsets: the latest is the latest by time, and a reading after
+    # the evaluation time is not seen.
+    from engine.caseview import CaseView
+
+    kb = KnowledgeBase.load()
+    case = Case(
+        case_id="order",
+        readings={
+            "systolic_bp": (
+                Reading(
+                    value=152.0, unit="mm[Hg]", time=datetime(2024, 3, 1, tzinfo=UTC)
+                ),
+                Reading(
+                    value=118.0, unit="mm[Hg]", time=datetime(2023, 1, 5)
+                ),  # naive: UTC
+                Reading(
+                    value=201.0, unit="mm[Hg]", time=datetime(2025, 1, 9, tzinfo=UTC)
+                ),
+                Reading(
+                    value=131.0, unit="mm[Hg]", time=datetime(2024, 2, 1, tzinfo=UTC)
+                ),
+            )
+        },
+    )
+    assert [r.value for r in case.readings["systolic_bp"]] == [
+        118.0,
+        131.0,
+        152.0,
+        201.0,
+    ]
+    view = CaseView(case, datetime(2024, 6, 1, tzinfo=UTC), kb.catalogue)
+    assert [r.value for r in view.select("systolic_bp", None)] == [118.0, 131.0, 152.0]
