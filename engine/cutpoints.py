@@ -132,7 +132,11 @@ def meets_cuts(
     """
     ok = True
     for test, sign, given in cuts:
-        native = next((c for c in given if c.unit == value_unit), None)
+        native = None
+        for c in given:
+            if c.unit == value_unit:
+                native = c
+                break
         cut = native or given[0]
         # Spec 0.3: round (half-up, in the canonical unit) before banding.
         raw = value if native else convert(value, value_unit, cut.unit, fact)

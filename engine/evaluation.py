@@ -23,7 +23,7 @@ from .assessment import Assessment, Score
 from .calculations import run_calculations
 from .caseview import CaseView
 from .conclusions import after_death, assemble
-from .decisions import decider
+from .decisions import Decider, decider
 from .errors import EvaluationError, InputError, UnitError
 from .facts import Case
 from .leaves import LeafResult, condition_key, evaluate_leaf
@@ -100,6 +100,17 @@ def _first_equal(kb: KnowledgeBase) -> list[int]:
         first: dict[str, int] = {}
         found = [first.setdefault(condition_key(c), i) for i, c in enumerate(kb.leaves)]
         _equal_leaves[kb] = found
+    return found
+
+
+_deciders: WeakKeyDictionary[KnowledgeBase, list[Decider]] = WeakKeyDictionary()
+
+
+def _leaf_deciders(kb: KnowledgeBase) -> list[Decider]:
+    """Each leaf's compiled decider, in leaf order."""
+    found = _deciders.get(kb)
+    if found is None:
+        found = _deciders[kb] = [decider(c) for c in kb.leaves]
     return found
 
 
@@ -239,6 +250,7 @@ class _Leaves:
     ) -> None:
         self._first = _first_equal(kb)
         self._conditions = kb.leaves
+        self._deciders = _leaf_deciders(kb)
         self._view, self._scores, self._points = view, scores, points
         self._values: dict[int, bool | None] = {}
         self._results: dict[int, LeafResult] = {}
@@ -250,9 +262,7 @@ class _Leaves:
         if first in self._values:
             return self._values[first]
         try:
-            value = decider(self._conditions[first])(
-                self._view, self._scores, self._points
-            )
+            value = self._deciders[first](self._view, self._scores, self._points)
         except UnitError as err:
             self._failed[first] = f"a condition could not be evaluated: {err}"
             self._results[first] = LeafResult(None, detail=[str(err)])

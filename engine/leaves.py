@@ -124,10 +124,10 @@ def compare_fact(
     fact = view.catalogue.quantities[cond.fact]
     within = parse_duration(cond.within) if cond.within else None
     readings = view.numbers(cond.fact, within)
-    window = f" within {cond.within}" if cond.within else ""
     if not readings:
         if not evidence:
             return LeafResult(cond.if_missing)
+        window = f" within {cond.within}" if cond.within else ""
         detail = [f"no {cond.fact}{window}"]
         if cond.if_missing is not None:
             return LeafResult(cond.if_missing, detail=detail)
@@ -172,6 +172,7 @@ def compare_fact(
     if _days(view, readings) < cond.min_readings:
         if not evidence:
             return LeafResult(cond.if_missing)
+        window = f" within {cond.within}" if cond.within else ""
         if cond.if_missing is not None:  # too few readings is as good as none
             return LeafResult(
                 cond.if_missing,
