@@ -36,7 +36,12 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex
-from .values import accept_unit, parse_datetime, plausibility_note
+from .values import (
+    accept_unit,
+    future_dates_note,
+    parse_datetime,
+    plausibility_note,
+)
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
 
@@ -285,6 +290,10 @@ class _CaseReader:
         medications = self.entries(doc, "medications", self.medication)
         allergies = self.entries(doc, "allergies", self.allergy)
         logger.debug("read case file %s", case_id)
+        now = datetime.now(UTC)
+        future = len({t for t in self.times if t > now})
+        if future:
+            self.notes.append(future_dates_note(future))
         return Case(
             case_id=case_id,
             source=self.source,
@@ -292,7 +301,7 @@ class _CaseReader:
             conditions=tuple(conditions),
             medications=tuple(medications),
             allergies=tuple(allergies),
-            last_recorded=max(self.times, default=None),
+            last_recorded=max((t for t in self.times if t <= now), default=None),
             notes=tuple(self.notes),
             **patient,
         )

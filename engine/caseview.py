@@ -87,6 +87,7 @@ class CaseView:
 
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
+        later = 0
         for name, values in self.case.readings.items():
             # Oldest first (Case.readings), undated last: when the latest
             # dated reading is not after as_of, none is.
@@ -97,8 +98,14 @@ class CaseView:
                 kept = [
                     r for r in values if r.time is None or _aware(r.time) <= self.as_of
                 ]
+                later += len(values) - len(kept)
             if kept:
                 self.readings[name] = kept
+        if later:
+            self.notes.append(
+                f"{later} reading{'s' if later > 1 else ''} dated after the "
+                "evaluation time not used"
+            )
         if self.case.sex is not None:
             self.readings["sex"] = [
                 Reading(value=self.case.sex, time=self.as_of, source="Patient")

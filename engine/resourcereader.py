@@ -11,7 +11,7 @@ the element.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -93,6 +93,8 @@ class ResourceReader:
         self.unit_notes: dict[str, int] = {}
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
+        self.read_at = datetime.now(UTC)
+        self.future: set[datetime] = set()  # distinct dates after read_at
         self._quantity_codes, self._text_codes = catalogue.loinc_codes()
         self._units: dict[tuple[str | None, str], tuple[str, str]] = {}
 
@@ -164,7 +166,11 @@ class ResourceReader:
 
     def seen(self, *times: datetime | None) -> None:
         for t in times:
-            if t is not None and (self.latest is None or t > self.latest):
+            if t is None:
+                continue
+            if t > self.read_at:
+                self.future.add(t)
+            elif self.latest is None or t > self.latest:
                 self.latest = t
 
     # Observations --------------------------------------------------------

@@ -124,3 +124,19 @@ def plausibility_note(
         f"{fact.name} {value:g} {unit} ({label}) is outside the plausible range "
         f"{low:g}-{high:g} {fact.unit}; kept as recorded"
     )
+
+
+def future_dates_note(count: int) -> str:
+    """The note for dates in a record later than the time it was read.
+
+    A date in the future is a data error (a typo, a test record). Such an entry
+    is kept, but ``as_of="last"`` is found without it (an evaluation in 2099
+    would age the patient by decades), and no evaluation before its date uses
+    it. The dates are not repeated: they may identify the patient.
+    """
+    dates = "date in the record is" if count == 1 else "dates in the record are"
+    return (
+        f"{count} {dates} later than the time it was read (a data error?): "
+        "the last entry (as of last) is found without them, and no evaluation "
+        "before their date uses them"
+    )

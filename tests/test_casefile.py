@@ -500,3 +500,15 @@ def test_accepted_unit_without_a_conversion_is_an_error() -> None:
         )
     assert info.value.where == "line 2, column 14 (facts.glucose_x)"
     assert "cannot be converted" in info.value.reason
+
+
+def test_a_reading_dated_in_the_future_does_not_move_the_last_entry() -> None:
+    c = case(
+        """\
+        patient: {age: 61, sex: male}
+        facts:
+          systolic_bp: [136 mmHg @ 2024-02-01, 188 mmHg @ 2099-02-01]
+        """
+    )
+    assert c.last_time() == datetime(2024, 2, 1, tzinfo=UTC)
+    assert [n for n in c.notes if "later than the time it was read" in n] != []

@@ -156,3 +156,23 @@ def test_readings_given_out_of_order_are_read_oldest_first() -> None:
     ]
     view = CaseView(case, datetime(2024, 6, 1, tzinfo=UTC), kb.catalogue)
     assert [r.value for r in view.select("systolic_bp", None)] == [118.0, 131.0, 152.0]
+
+
+def test_readings_after_the_evaluation_time_are_counted_in_a_note() -> None:
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    case = Case(
+        case_id="later",
+        age=58,
+        sex="male",
+        readings={
+            "systolic_bp": tuple(
+                Reading(value=v, unit="mm[Hg]", time=datetime(y, 6, 1, tzinfo=UTC))
+                for v, y in ((128.0, 2023), (171.0, 2024), (169.0, 2025))
+            )
+        },
+    )
+    result = kb.evaluate(case, as_of=when)
+    assert "2 readings dated after the evaluation time not used" in result.notes
+    later = kb.evaluate(case, as_of=datetime(2026, 1, 1, tzinfo=UTC))
+    assert not any("after the evaluation time" in n for n in later.notes)

@@ -896,3 +896,17 @@ def test_nan_value_is_refused() -> None:
     err = error(json.loads(text))
     assert err.where == "Observation/n (entry 1) valueQuantity.value"
     assert err.reason.startswith("Input should be a finite number")
+
+
+def test_a_reading_dated_in_the_future_does_not_move_the_last_entry() -> None:
+    # A result typed as 2099 instead of 2019: "as of last" must not evaluate
+    # the patient at 142 years of age, and the record says why.
+    case = read(
+        bp_panel("typo", 190, 110, "2099-05-01T00:00:00Z"),
+        bp_panel("real", 138, 86, "2024-03-01T00:00:00Z"),
+    )
+    assert case.last_time() == datetime(2024, 3, 1, tzinfo=UTC)
+    assert len(case.readings["systolic_bp"]) == 2  # kept, not erased
+    (note,) = [n for n in case.notes if "later than the time it was read" in n]
+    assert note.startswith("1 date in the record is")
+    assert "2099" not in note
