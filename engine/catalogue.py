@@ -68,6 +68,8 @@ class TextFact:
     loinc: tuple[str, ...] = ()
     # SNOMED CT code of an Observation's coded value -> the value it records.
     snomed: dict[str, str] = field(default_factory=dict)
+    # The same for LOINC answer codes (LA...), which some systems send instead.
+    answers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -229,15 +231,21 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             meaning=str(spec.get("meaning", "")),
             values=_as_tuple(spec.get("values")),
             loinc=_as_tuple(spec.get("loinc")),
-            snomed={
-                str(code): str(value)
-                for value, codes in (spec.get("snomed") or {}).items()
-                for code in _as_tuple(codes)
-            },
+            snomed=_coded_values(spec.get("snomed")),
+            answers=_coded_values(spec.get("loinc_answers")),
         )
         for name, spec in (data.get("texts") or {}).items()
     }
     return Catalogue(quantities, conditions, medications, texts)
+
+
+def _coded_values(spec: Any) -> dict[str, str]:
+    """``{value: [codes]}`` turned round into code -> value."""
+    return {
+        str(code): str(value)
+        for value, codes in (spec or {}).items()
+        for code in _as_tuple(codes)
+    }
 
 
 @cache

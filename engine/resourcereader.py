@@ -283,27 +283,30 @@ class ResourceReader:
         when = self.observation_time(obs, label)
         for name in dict.fromkeys(facts):
             fact = self.catalogue.texts[name]
+            # SNOMED CT (US Core) or a LOINC answer code (LA...), as sent.
+            tables = {
+                SNOMED: ("SNOMED CT", fact.snomed),
+                LOINC: ("LOINC", fact.answers),
+            }
             codes = [
-                c.get("code")
+                (tables[system], str(c.get("code")))
                 for c in (concept or {}).get("coding", ())
-                if c.get("system") == SNOMED
+                if (system := c.get("system")) in tables
             ]
-            values = {fact.snomed[c] for c in codes if c in fact.snomed}
+            values = {table[c] for (_, table), c in codes if c in table}
             if len(values) != 1:
                 # Not a value of the fact, or codings that disagree: unread,
                 # and said so (the code is a terminology code, not patient data).
-                listed = ", ".join(str(c) for c in codes)
+                listed = ", ".join(f"{system} {c}" for (system, _), c in codes)
                 if not codes:
-                    shown = "no SNOMED CT coded value"
+                    shown = "no SNOMED CT or LOINC answer coded value"
                 elif values:
                     shown = (
-                        f"SNOMED CT {listed} give different values "
-                        f"({', '.join(sorted(values))})"
+                        f"{listed} give different values ({', '.join(sorted(values))})"
                     )
                 else:
                     shown = (
-                        f"SNOMED CT {listed} is not one of the values "
-                        f"{', '.join(fact.values)}"
+                        f"{listed} is not one of the values {', '.join(fact.values)}"
                     )
                 self.notes.append(f"{name} ({source}): {shown}; not read")
                 continue

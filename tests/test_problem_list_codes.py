@@ -36,14 +36,19 @@ def _observation(n: int, loinc: str, value: float, unit: str) -> dict[str, Any]:
     }
 
 
-def _smoking_status(n: int, code: str, when: str) -> dict[str, Any]:
+def _smoking_status(
+    n: int, code: str, when: str, *also: tuple[str, str]
+) -> dict[str, Any]:
+    system = LOINC if code.startswith("LA") else SNOMED
+    codings = [{"system": system, "code": code}]
+    codings += [{"system": s, "code": c} for s, c in also]
     return {
         "resourceType": "Observation",
         "id": f"s{n}",
         "status": "final",
         "code": {"coding": [{"system": LOINC, "code": "72166-2"}]},
         "effectiveDateTime": when,
-        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": code}]},
+        "valueCodeableConcept": {"coding": codings},
     }
 
 
@@ -270,8 +275,8 @@ def test_codings_that_disagree_are_noted_and_not_read(kb: KnowledgeBase) -> None
     case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
     assert "smoking_status" not in case.readings
     assert (
-        "smoking_status (Observation/s1): SNOMED CT 449868002, 266919005 give "
-        "different values (current, never); not read"
+        "smoking_status (Observation/s1): SNOMED CT 449868002, SNOMED CT 266919005 "
+        "give different values (current, never); not read"
     ) in case.notes
 
 
@@ -305,3 +310,37 @@ def test_a_pregnancy_never_closed_does_not_block_an_ace_inhibitor(
             "evaluation and has no end: not taken as current"
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("answer", "snomed"),
+    [
+        ("LA18976-3", "449868002"),  # current every day smoker
+        ("LA18977-1", "428041000124106"),  # current some day smoker
+        ("LA15920-4", "8517006"),  # former smoker
+        ("LA18978-9", "266919005"),  # never smoker
+    ],
+)
+def test_a_loinc_answer_code_reads_as_its_snomed_ct_twin(
+    kb: KnowledgeBase, answer: str, snomed: str
+) -> None:
+    # Some systems code the status with LOINC's answer list, not SNOMED CT:
+    # the 10-year risk must be the same either way.
+    def risk(code: str) -> float:
+        status = [_smoking_status(1, code, "2025-05-01")]
+        return _risk(_evaluate(kb, [], sex="male", born="1970-01-01", extra=status))
+
+    assert risk(answer) == risk(snomed)
+
+
+def test_a_status_whose_two_codings_disagree_is_noted_and_not_read(
+    kb: KnowledgeBase,
+) -> None:
+    status = _smoking_status(1, "LA18978-9", "2025-05-01", (SNOMED, "449868002"))
+    bundle = _bundle([], sex="male", born="1970-01-01", extra=[status])
+    case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
+    assert "smoking_status" not in case.readings
+    assert (
+        "smoking_status (Observation/s1): LOINC LA18978-9, SNOMED CT 449868002 "
+        "give different values (current, never); not read"
+    ) in case.notes
