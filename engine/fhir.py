@@ -249,8 +249,9 @@ def _read(
         f"{note} ({count} value{'s' if count > 1 else ''})"
         for note, count in reader.unit_notes.items()
     )
-    if reader.future:
-        reader.notes.append(future_dates_note(len(reader.future)))
+    last, future = reader.last_entry()
+    if future:
+        reader.notes.append(future_dates_note(future))
     readings = {name: tuple(values) for name, values in reader.readings.items()}
     logger.debug(
         "read bundle %s: %d readings, %d conditions, %d medications",
@@ -272,7 +273,7 @@ def _read(
         conditions=tuple(reader.conditions),
         medications=tuple(reader.medications),
         allergies=tuple(reader.allergies),
-        last_recorded=reader.latest,
+        last_recorded=last,
         notes=tuple(reader.notes),
     )
 

@@ -94,7 +94,6 @@ class ResourceReader:
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
         self.read_at = datetime.now(UTC)
-        self.future: set[datetime] = set()  # distinct dates after read_at
         self._quantity_codes, self._text_codes = catalogue.loinc_codes()
         self._units: dict[tuple[str | None, str], tuple[str, str]] = {}
 
@@ -166,12 +165,21 @@ class ResourceReader:
 
     def seen(self, *times: datetime | None) -> None:
         for t in times:
-            if t is None:
-                continue
-            if t > self.read_at:
-                self.future.add(t)
-            elif self.latest is None or t > self.latest:
+            if t is not None and (self.latest is None or t > self.latest):
                 self.latest = t
+
+    def last_entry(self) -> tuple[datetime | None, int]:
+        """The latest date seen that is not later than the time of reading,
+        and how many distinct dates are later (a data error: a 2099 typo)."""
+        if self.latest is None or self.latest <= self.read_at:
+            return self.latest, 0  # checked once here: most records stop
+        times = [r.time for values in self.readings.values() for r in values]
+        times += [
+            t for e in (*self.conditions, *self.medications) for t in (e.onset, e.end)
+        ]
+        dated = {t for t in times if t is not None}
+        past = [t for t in dated if t <= self.read_at]
+        return max(past, default=None), len(dated) - len(past)
 
     # Observations --------------------------------------------------------
 
