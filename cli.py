@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -60,6 +60,12 @@ EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
 EXIT_INTERRUPTED = 130
 
 err_console = Console(stderr=True)
+
+
+def _first_few(names: Sequence[str], shown: int = 3) -> str:
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def _fail(message: str, code: int) -> None:
@@ -295,14 +301,20 @@ def render(result: Assessment, console: Console) -> None:
         rt.add_row(r.id, escape(r.text), r.strength, f"{r.certainty:.2f}", status)
     console.print(rt if result.recommendations else "[dim]No recommendations.[/]")
 
+    # A model whose inputs this record lacks (a breast cytology model for a
+    # blood-pressure visit) is one dim line, not a paragraph per patient.
+    unscored = [
+        f"{s.name} (missing {_first_few(s.missing)})"
+        for s in result.scores
+        if s.value is None
+    ]
+    if unscored:
+        console.print(
+            f"[dim]Scores not available: {escape('; '.join(unscored))}[/]",
+            highlight=False,
+        )
     for s in result.scores:
-        if s.value is None:
-            console.print(
-                f"Score [bold]{s.name}[/] ({s.model_id} {s.model_version}): "
-                f"not available, missing {', '.join(s.missing)}",
-                highlight=False,
-            )
-        else:
+        if s.value is not None:
             top = ", ".join(f"{n} {v:+.2f}" for n, v in s.contributions)
             flag = (
                 f" [yellow]outside training range: {', '.join(s.out_of_range)}[/]"

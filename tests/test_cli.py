@@ -46,6 +46,24 @@ def test_rich_view_shows_the_notice_and_the_diagnoses() -> None:
     assert "73211009" in out
 
 
+def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
+    # A blood-pressure visit has none of the breast cytology model's inputs:
+    # one line names what is missing, not a paragraph per model.
+    case = tmp_path / "bp.yaml"
+    case.write_text(
+        "patient: {age: 50, sex: female}\n"
+        "facts:\n  systolic_bp: 128 mmHg @ 2024-03-01\n"
+        "  diastolic_bp: 78 mmHg @ 2024-03-01\n",
+        encoding="utf-8",
+    )
+    code, out, _err = _run("evaluate", str(case), "--as-of", "2024-03-02")
+    assert code == 0
+    text = " ".join(out.split())  # the terminal wraps long lines
+    assert "Scores not available: breast_cytology (missing " in text
+    assert "and 2 more); diabetes_progression (missing" in text
+    assert text.count("not available") == 1
+
+
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     code, out, err = _run("evaluate", str(tmp_path / "nope.json"))
     assert code == EXIT_INPUT
