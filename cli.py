@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -60,6 +61,14 @@ EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
 EXIT_INTERRUPTED = 130
 
 err_console = Console(stderr=True)
+
+
+def _certainty(value: float) -> str:
+    # Two decimals, but never rounded up to certain: 0.998 is not 1.00.
+    text = f"{value:.2f}"
+    if text == "1.00" and value < 1.0:
+        return f"{math.floor(value * 1000) / 1000:.3f}"
+    return text
 
 
 def _first_few(names: Sequence[str], shown: int = 3) -> str:
@@ -255,7 +264,7 @@ def render(result: Assessment, console: Console) -> None:
         table.add_row(
             escape(d.display),
             d.code,
-            f"{d.certainty:.2f}",
+            _certainty(d.certainty),
             ", ".join(r.rule_id for r in d.evidence.rules),
             _facts_text(d.evidence.facts),
         )
@@ -298,7 +307,7 @@ def render(result: Assessment, console: Console) -> None:
                 "[red]blocked[/]: " + escape("; ".join(b.reason for b in r.blocked_by))
             )
         )
-        rt.add_row(r.id, escape(r.text), r.strength, f"{r.certainty:.2f}", status)
+        rt.add_row(r.id, escape(r.text), r.strength, _certainty(r.certainty), status)
     console.print(rt if result.recommendations else "[dim]No recommendations.[/]")
 
     # A model whose inputs this record lacks (a breast cytology model for a

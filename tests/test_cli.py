@@ -120,3 +120,15 @@ def test_ctrl_c_while_a_command_starts_exits_130(monkeypatch: Any) -> None:
     monkeypatch.setattr("engine.KnowledgeBase.load", interrupted)
     code, _out, err = _run("evaluate", str(EXAMPLE))
     assert (code, err.strip()) == (EXIT_INTERRUPTED, "interrupted")
+
+
+def test_a_certainty_just_below_one_is_not_shown_as_certain() -> None:
+    from cli import _certainty
+
+    assert [_certainty(v) for v in (0.8, 0.994, 0.998, 0.9999, 1.0)] == [
+        "0.80",
+        "0.99",
+        "0.998",
+        "0.999",
+        "1.00",
+    ]
