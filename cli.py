@@ -9,15 +9,30 @@ output holds whole lines up to where it stopped).
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+
+
+def _leave_quietly(_signum: int, _frame: object) -> None:
+    sys.exit(130)
+
+
+# Ctrl-C in the second or two while the libraries below import leaves with
+# exit code 130 and no traceback; the usual handling is back once they are in.
+_QUIET_START = (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+)
+if _QUIET_START:
+    signal.signal(signal.SIGINT, _leave_quietly)
+
 import functools
 import json
 import logging
 import math
 import multiprocessing
 import os
-import signal
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -49,6 +64,9 @@ from engine.bulk import names_input
 from engine.checks import suggest
 from engine.errors import CdssError, Problem
 from engine.knowledge import default_rules_dir, rule_file_paths
+
+if _QUIET_START:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
     1,
