@@ -196,26 +196,62 @@ def _never_true(site: RuleSite, cat: Catalogue) -> list[Problem]:
     return out
 
 
+def _band_candidates(
+    when: rf.Condition, cat: Catalogue
+) -> list[tuple[rf.FactComparison, str]]:
+    """The comparisons of a rule that may be its band, each with its guard.
+
+    A rule that tests one fact is a band of it with no guard. A rule whose
+    ``all`` tests a fact beside other conditions ("adult" and "BMI 25 to 30")
+    may be a band of any fact it compares; the other conditions are the guard,
+    and only rules with the very same guard form a family.
+    """
+    parts = when.all if isinstance(when, rf.AllOf) else [when]
+    out = []
+    for i, part in enumerate(parts):
+        if (
+            isinstance(part, rf.FactComparison)
+            and part.fact in cat.quantities
+            and part.if_missing is None
+        ):
+            guard = sorted(
+                json.dumps(p.model_dump(mode="json"), sort_keys=True)
+                for j, p in enumerate(parts)
+                if j != i
+            )
+            out.append((part, json.dumps(guard)))
+    return out
+
+
 def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
-    """Rules of one ruleset that each test only one fact form a band family."""
+    """Rules of one ruleset that test one fact, under the same guard, form a
+    band family (at least three of them).
+
+    A family without a guard must cover the fact's plausible range, each value
+    in exactly one band. A guarded family ("adults": BMI) need not reach the
+    ends (its guard may be the scope: diabetes from age 20), and a gap
+    between two of its bands is reported only where no band of another rule
+    of the file lies inside it: metformin's eGFR 30 to 44 belongs to two rules
+    with other guards (taking metformin or not), which is no gap.
+    """
     out = []
     families: dict[tuple[Any, ...], list[tuple[RuleSite, Interval]]] = defaultdict(list)
+    compared: dict[tuple[Any, ...], list[Interval]] = defaultdict(list)
     for s in sites:
-        when = s.rule.when
-        if isinstance(when, rf.FactComparison) and when.fact in cat.quantities:
-            if when.if_missing is None:
-                fact = cat.quantities[when.fact]
-                families[(s.file.path, *_key(when))].append(
-                    (s, interval_of(when, fact))
-                )
+        for part, guard in _band_candidates(s.rule.when, cat):
+            fact = cat.quantities[part.fact]
+            interval = interval_of(part, fact)
+            families[(s.file.path, *_key(part), guard)].append((s, interval))
+            compared[(s.file.path, *_key(part))].append(interval)
     for key, members in families.items():
         if len(members) < 3:
             continue
+        guarded = key[-1] != "[]"
         fact = cat.quantities[key[1]]
         lo, hi = fact.plausible or (-_INF, _INF)
         members.sort(key=lambda m: (m[1].lo, not m[1].lo_closed))
         first = members[0][1]
-        if first.lo > lo:
+        if first.lo > lo and not guarded:
             out.append(
                 _problem(
                     members[0][0],
@@ -230,6 +266,11 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
         for (sa, a), (sb, b) in zip(members, members[1:], strict=False):
             gap = Interval(a.hi, not a.hi_closed, b.lo, not b.lo_closed)
             if a.hi < b.lo or (a.hi == b.lo and not a.hi_closed and not b.lo_closed):
+                if guarded:
+                    left = _unfilled(gap, compared[key[:-1]])
+                    if left is None:
+                        continue
+                    gap = left
                 out.append(
                     _problem(
                         sb,
@@ -255,7 +296,7 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
                     )
                 )
         last = members[-1][1]
-        if last.hi < hi:
+        if last.hi < hi and not guarded:
             out.append(
                 _problem(
                     members[-1][0],
@@ -268,6 +309,24 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
                 )
             )
     return out
+
+
+def _unfilled(gap: Interval, intervals: list[Interval]) -> Interval | None:
+    """The first part of a gap that the intervals lying inside it leave open.
+
+    Only intervals inside the gap fill it: bands that other rules of the file
+    give to exactly that range. A threshold reaching beyond it ("eGFR 45 or
+    more" of another recommendation) does not.
+    """
+    at, closed = gap.lo, gap.lo_closed  # the first value not yet filled
+    inside = [iv for iv in intervals if not iv.empty() and iv.meet(gap) == iv]
+    for iv in sorted(inside, key=lambda i: (i.lo, not i.lo_closed)):
+        if iv.lo > at or (iv.lo == at and closed and not iv.lo_closed):
+            return Interval(at, closed, iv.lo, not iv.lo_closed)
+        if iv.hi > at or (iv.hi == at and iv.hi_closed and closed):
+            at, closed = iv.hi, not iv.hi_closed
+    rest = Interval(at, closed, gap.hi, gap.hi_closed)
+    return None if rest.empty() else rest
 
 
 def _made_and_blocked(sites: list[RuleSite]) -> list[Problem]:
@@ -345,8 +404,8 @@ def analyse(files: list[LoadedFile], catalogue: Catalogue) -> list[Problem]:
     """Run the static analyses over validated rule files.
 
     XXX: bands over two facts at once (blood pressure: systolic and diastolic)
-    are not analysed; only families of rules that each test one fact are. The
-    2-D case is pinned by tests/test_analysis.py::test_two_fact_bands_are_not_analysed.
+    are not analysed: only families whose members compare one fact under the
+    same guard are. Rule tests cover the blood pressure bands.
     """
     sites = list(rule_sites(files))
     out: list[Problem] = []

@@ -139,6 +139,13 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "bands of bmi leave [25, 26) kg/m2 in no category (between mid and high)",
         "make each band start where the previous one ends",
     ),
+    "band_gap_guarded.yaml": (
+        21,
+        5,
+        "high",
+        "bands of bmi leave [25, 26) kg/m2 in no category (between mid and high)",
+        "make each band start where the previous one ends",
+    ),
     "band_overlap.yaml": (
         11,
         5,
@@ -258,3 +265,46 @@ def test_all_problems_of_all_files_in_one_run() -> None:
         "unit-missing",
         "unknown-fact",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "band", "edited", "rule_id", "message"),
+    [
+        (
+            # eGFR 45 falls in no band of the rules that share this guard, and
+            # no other metformin rule has a band inside 45 to 46.
+            "metformin.yaml",
+            "at_least: 45 mL/min/1.73m2, below: 60 mL/min/1.73m2",
+            "at_least: 46 mL/min/1.73m2, below: 60 mL/min/1.73m2",
+            "metformin_may_continue_monitor_3_6_months",
+            "bands of egfr leave [45, 46) mL/min/{1.73_m2} in no category "
+            "(between metformin_contraindicated and "
+            "metformin_may_continue_monitor_3_6_months)",
+        ),
+        (
+            # Adults' BMI 25.0 to 25.9 in no category (the Asian action points
+            # are another family: they do not fill it).
+            "bmi.yaml",
+            "at_least: 25 kg/m2, below: 30 kg/m2",
+            "at_least: 26 kg/m2, below: 30 kg/m2",
+            "bmi_overweight",
+            "bands of bmi leave [25, 26) kg/m2 in no category "
+            "(between bmi_healthy_weight and bmi_overweight)",
+        ),
+    ],
+)
+def test_a_guarded_band_edited_by_one_is_a_gap(
+    tmp_path: Path, name: str, band: str, edited: str, rule_id: str, message: str
+) -> None:
+    rules = Path(__file__).resolve().parents[1] / "rules"
+    for path in rules.glob("*.yaml"):
+        if not path.name.endswith(".test.yaml"):
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    text = (rules / name).read_text("utf-8")
+    assert text.count(band) == 1
+    (tmp_path / name).write_text(text.replace(band, edited), encoding="utf-8")
+    KnowledgeBase.load(rules, MODELS)  # as shipped: no problem
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(tmp_path, MODELS)
+    gaps = [p for p in info.value.problems if p.code == "band-gap"]
+    assert [(p.rule_id, p.message) for p in gaps] == [(rule_id, message)]
