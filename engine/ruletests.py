@@ -103,11 +103,22 @@ class RuleTestResult:
 
 
 def rule_test_paths(paths: list[Path]) -> list[Path]:
-    """Rule test files under the given files or folders."""
+    """Rule test files under the given files or folders.
+
+    A folder gives every ``*.test.yaml`` under it; a test file is itself; a
+    rule file (``bmi.yaml``) gives its tests beside it (``bmi.test.yaml``),
+    if it has any.
+    """
     out: list[Path] = []
     for p in paths:
-        out += sorted(p.rglob("*.test.yaml")) if p.is_dir() else [p]
-    return out
+        if p.is_dir():
+            out += sorted(p.rglob("*.test.yaml"))
+        elif p.name.endswith(".test.yaml"):
+            out.append(p)
+        else:
+            twin = p.with_name(f"{p.name.removesuffix(p.suffix)}.test.yaml")
+            out += [twin] if twin.is_file() else []
+    return list(dict.fromkeys(out))
 
 
 def read_rule_tests(path: Path) -> tuple[RuleTestFile | None, Any, list[Problem]]:

@@ -132,3 +132,15 @@ def test_a_certainty_just_below_one_is_not_shown_as_certain() -> None:
         "0.999",
         "1.00",
     ]
+
+
+def test_checking_one_rule_file_checks_it_and_its_tests() -> None:
+    # A rule author checks the file they edited: a clean file is clean (it
+    # was read as a test file and failed), and its tests beside it count.
+    rules = Path(__file__).resolve().parents[1] / "rules"
+    code, out, _err = _run("rules", "check", str(rules / "bmi.yaml"))
+    assert code == 0, out
+    assert out.strip().endswith("0 error(s), 0 warning(s) in 2 file(s)")
+    code, out, _err = _run("rules", "test", str(rules / "bmi.yaml"))
+    assert code == 0, out
+    assert "PASS" in out and "bmi.test.yaml" in out
