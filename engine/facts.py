@@ -116,8 +116,21 @@ class Case(BaseModel):
         """The time ``--as-of last`` means: the last entry, while alive.
 
         For a patient who died inside the record, a second before the death.
+        A case built without ``last_recorded`` (by an application) takes the
+        latest dated reading or entry; as the readers do, a date later than
+        now is not taken (a data error).
         """
         last = self.last_recorded
+        if last is None:
+            now = datetime.now(UTC)
+            times = [r.time for values in self.readings.values() for r in values]
+            times += [
+                t
+                for e in (*self.conditions, *self.medications, *self.allergies)
+                for t in (e.onset, e.end)
+            ]
+            dated = [_aware(t) for t in times if t is not None]
+            last = max((t for t in dated if t <= now), default=None)
         if self.deceased is not None and (last is None or last >= self.deceased):
             return self.deceased - timedelta(seconds=1)
         return last
@@ -138,4 +151,8 @@ def _when(reading: Reading) -> tuple[bool, datetime]:
     t = reading.time
     if t is None:
         return True, _EARLIEST
-    return False, t if t.tzinfo else t.replace(tzinfo=UTC)
+    return False, _aware(t)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

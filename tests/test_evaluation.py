@@ -176,3 +176,29 @@ def test_readings_after_the_evaluation_time_are_counted_in_a_note() -> None:
     assert "2 readings dated after the evaluation time not used" in result.notes
     later = kb.evaluate(case, as_of=datetime(2026, 1, 1, tzinfo=UTC))
     assert not any("after the evaluation time" in n for n in later.notes)
+
+
+def test_a_case_built_by_an_application_can_be_evaluated_as_of_its_last_entry() -> None:
+    kb = KnowledgeBase.load()
+    case = Case(
+        case_id="app",
+        age=67,
+        sex="female",
+        readings={
+            "hba1c": (
+                Reading(value=7.1, unit="%", time=datetime(2024, 1, 10, tzinfo=UTC)),
+                Reading(value=6.9, unit="%", time=datetime(2024, 4, 2, tzinfo=UTC)),
+            )
+        },
+        conditions=(
+            CodedEntry(
+                concept="hypertension",
+                system="local",
+                code="hypertension",
+                onset=datetime(2020, 5, 1),  # naive: UTC
+            ),
+        ),
+    )
+    assert case.last_time() == datetime(2024, 4, 2, tzinfo=UTC)
+    result = kb.evaluate(case, as_of="last")
+    assert result.as_of == datetime(2024, 4, 2, tzinfo=UTC)
