@@ -88,7 +88,17 @@ class CaseView:
     def __post_init__(self) -> None:
         self.as_of = _aware(self.as_of)
         later = 0
+        quantities, texts = self.catalogue.quantities, self.catalogue.texts
         for name, values in self.case.readings.items():
+            if name not in quantities and name not in texts:
+                self._unknown_fact(name)
+                continue
+            if name in quantities and not all(
+                isinstance(r.value, float) for r in values
+            ):
+                # A Case built by an application may hold anything; the
+                # readers give numbers only.
+                self.notes.append(f"{name}: readings that are not numbers not used")
             # Oldest first (Case.readings), undated last: when the latest
             # dated reading is not after as_of, none is.
             last = next((r.time for r in reversed(values) if r.time), None)
@@ -115,6 +125,15 @@ class CaseView:
             self.readings["age"] = [
                 Reading(value=float(age), unit="a", time=self.as_of, source="Patient")
             ]
+
+    def _unknown_fact(self, name: str) -> None:
+        from .checks import suggest  # only for a case built by an application
+
+        hint = suggest(name, [*self.catalogue.quantities, *self.catalogue.texts])
+        self.notes.append(
+            f"readings of `{name}` not used: not a fact the knowledge base knows"
+            + (f"; {hint}" if hint else "")
+        )
 
     def age(self) -> int | None:
         """Age in whole years at the evaluation time."""

@@ -202,3 +202,23 @@ def test_a_case_built_by_an_application_can_be_evaluated_as_of_its_last_entry() 
     assert case.last_time() == datetime(2024, 4, 2, tzinfo=UTC)
     result = kb.evaluate(case, as_of="last")
     assert result.as_of == datetime(2024, 4, 2, tzinfo=UTC)
+
+
+def test_a_case_built_with_an_unknown_fact_or_a_word_for_a_number_says_so() -> None:
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    case = Case(
+        case_id="app",
+        age=60,
+        sex="male",
+        readings={
+            "hbac1": (Reading(value=7.1, unit="%", time=when),),
+            "ldl_cholesterol": (Reading(value="high", unit="mg/dL", time=when),),
+        },
+    )
+    result = kb.evaluate(case, as_of=when)
+    assert (
+        "readings of `hbac1` not used: not a fact the knowledge base knows; "
+        "did you mean `hba1c`?"
+    ) in result.notes
+    assert "ldl_cholesterol: readings that are not numbers not used" in result.notes
