@@ -106,7 +106,9 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
     if value == "last":
         if last_recorded is None:
             _fail(
-                "--as-of last: the record has no dated entries; give a date", EXIT_USAGE
+                "--as-of last: the record has no dated entries (none up to now; "
+                "a later date is a data error); give a date",
+                EXIT_USAGE,
             )
         return last_recorded
     try:
@@ -234,6 +236,9 @@ def evaluate(
     when = _as_of(as_of, case.last_time())
     try:
         result = kb.evaluate(case, as_of=when, use_conditions=not without_conditions)
+    except InputError as err:  # the record itself (a birth date after as_of)
+        _fail(str(err), EXIT_INPUT)
+        return
     except CdssError as err:
         _fail(f"{file}: evaluation failed: {err}", EXIT_EVAL)
         return
@@ -566,7 +571,14 @@ def explain(
         _fail(str(err), EXIT_INPUT)
         return
     when = _as_of(as_of, case.last_time()) or datetime.now(UTC)
-    result = kb.evaluate(case, as_of=when)
+    try:
+        result = kb.evaluate(case, as_of=when)
+    except InputError as err:
+        _fail(str(err), EXIT_INPUT)
+        return
+    except CdssError as err:
+        _fail(f"{file}: evaluation failed: {err}", EXIT_EVAL)
+        return
     console = Console()
     if why is not None:
         try:

@@ -163,11 +163,16 @@ def _view(
 ) -> CaseView:
     if case.birth_date is not None and _aware(as_of).date() < case.birth_date:
         # Neither date is repeated: the birth date identifies the patient.
+        born_later = case.birth_date > datetime.now(UTC).date()
         raise InputError(
             case.source or case.case_id,
             "birth date",
-            "the evaluation time is before the patient's birth date",
-            "check the record's birth date, or evaluate at a later time (--as-of)",
+            "the birth date is in the future"
+            if born_later
+            else "the evaluation time is before the patient's birth date",
+            "check the record's birth date"
+            if born_later
+            else "check the record's birth date, or evaluate at a later time (--as-of)",
         )
     view = CaseView(case, as_of, kb.catalogue, findings=findings or {})
     run_calculations(view, kb.calculations)

@@ -144,3 +144,18 @@ def test_checking_one_rule_file_checks_it_and_its_tests() -> None:
     code, out, _err = _run("rules", "test", str(rules / "bmi.yaml"))
     assert code == 0, out
     assert "PASS" in out and "bmi.test.yaml" in out
+
+
+def test_a_birth_date_in_the_future_is_an_input_error(tmp_path: Path) -> None:
+    case = tmp_path / "born.yaml"
+    case.write_text(
+        "patient: {birth_date: 2099-01-01, sex: male}\n"
+        "facts:\n  hba1c: 7.1 % @ 2024-01-10\n",
+        encoding="utf-8",
+    )
+    for command in ("evaluate", "explain"):
+        code, out, err = _run(command, str(case), "--as-of", "last")
+        assert code == EXIT_INPUT, (command, err)
+        assert "the birth date is in the future" in err
+        assert "2099" not in err  # the birth date is not repeated
+        assert out == ""
