@@ -504,9 +504,16 @@ class KnowledgeBase:
         Raises:
             InputError: If an input cannot be read, or ``as_of`` is "last" and a
                 record has no dated entries; nothing is evaluated then.
+            TypeError: If ``cases`` is one input (a path, a text, a mapping or
+                a Case) rather than a sequence of them.
         """
         from .evaluation import evaluate_cases
 
+        if isinstance(cases, str | Path | dict | Case):
+            raise TypeError(
+                "evaluate_many takes a list of inputs, got one "
+                f"{type(cases).__name__}; pass [input], or use evaluate()"
+            )
         now = datetime.now(UTC)
         chosen = [self._case(c, use_conditions) for c in cases]
         return evaluate_cases(self, chosen, [self._when(c, as_of, now) for c in chosen])

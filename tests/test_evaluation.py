@@ -222,3 +222,14 @@ def test_a_case_built_with_an_unknown_fact_or_a_word_for_a_number_says_so() -> N
         "did you mean `hba1c`?"
     ) in result.notes
     assert "ldl_cholesterol: readings that are not numbers not used" in result.notes
+
+
+def test_evaluate_many_given_one_path_says_to_pass_a_list() -> None:
+    kb = KnowledgeBase.load()
+    example = (
+        Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    )
+    with pytest.raises(TypeError, match=r"takes a list of inputs, got one str"):
+        kb.evaluate_many(str(example))  # type: ignore[arg-type]
+    (one,) = kb.evaluate_many([example], as_of="last")
+    assert "diabetes" in {d.id for d in one.diagnoses}
