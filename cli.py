@@ -850,6 +850,13 @@ def _batch_and_report(
         )
         _leave(EXIT_INTERRUPTED)
     if summary.failures:
+        n = summary.failures
+        err_console.print(
+            f"[red]{n} input{'s' if n > 1 else ''} failed[/]: "
+            f"{'each has' if n > 1 else 'it has'} an error record in {out_path} "
+            '(status "error"); exit code 7',
+            highlight=False,
+        )
         sys.exit(EXIT_BATCH_FAILED)
 
 

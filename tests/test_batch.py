@@ -200,6 +200,10 @@ def test_mixed_folder_keeps_file_order_and_the_exit_code_says_failures(
         "--as-of", "2024-06-01",
     )  # fmt: skip
     assert code == EXIT_BATCH_FAILED
+    said = " ".join(err.split())  # the terminal wraps long lines
+    assert (
+        f'3 inputs failed: each has an error record in {out} (status "error")' in said
+    )
     docs = lines(out)
     assert [Path(d.get("file") or d["source"]).name for d in docs] == [
         "a-good.json", "bad-unit.json", "no-patient.json", "not-json.json",
