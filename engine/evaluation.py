@@ -387,6 +387,12 @@ def _run(
                 "check disagree; its result is not reported"
             )
     reached = [ri for ri in kb.order if status[ri] is True and ri in fired]
+    if log.isEnabledFor(logging.DEBUG):  # rule ids only: nothing about the patient
+        log.debug(
+            "rules fired: %s; %d cannot be determined",
+            ", ".join(kb.rules[ri].rule.id for ri in reached) or "none",
+            sum(1 for v in status.values() if v is None),
+        )
     return assemble(
         kb,
         case,

@@ -233,3 +233,19 @@ def test_evaluate_many_given_one_path_says_to_pass_a_list() -> None:
         kb.evaluate_many(str(example))  # type: ignore[arg-type]
     (one,) = kb.evaluate_many([example], as_of="last")
     assert "diabetes" in {d.id for d in one.diagnoses}
+
+
+def test_rule_firing_is_logged_at_debug_without_the_patient(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kb = KnowledgeBase.load()
+    example = (
+        Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    )
+    with caplog.at_level("DEBUG", logger="engine.evaluation"):
+        result = kb.evaluate(example, as_of="last")
+    (line,) = [
+        r.getMessage() for r in caplog.records if "rules fired" in r.getMessage()
+    ]
+    assert "fpg_diabetes_range" in line
+    assert result.case_id not in line
