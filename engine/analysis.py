@@ -241,6 +241,11 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
         for part, guard in _band_candidates(s.rule.when, cat):
             fact = cat.quantities[part.fact]
             interval = interval_of(part, fact)
+            if interval.empty() or any(
+                getattr(part, op) is not None and _cut(getattr(part, op), fact) is None
+                for op in ("above", "at_least", "below", "at_most")
+            ):
+                continue  # reported already (never true, a unit that is wrong)
             families[(s.file.path, *_key(part), guard)].append((s, interval))
             compared[(s.file.path, *_key(part))].append(interval)
     for key, members in families.items():

@@ -308,3 +308,17 @@ def test_a_guarded_band_edited_by_one_is_a_gap(
         KnowledgeBase.load(tmp_path, MODELS)
     gaps = [p for p in info.value.problems if p.code == "band-gap"]
     assert [(p.rule_id, p.message) for p in gaps] == [(rule_id, message)]
+
+
+def test_bands_with_thresholds_already_wrong_add_no_band_noise(tmp_path: Path) -> None:
+    # A unit of another dimension and a never-true band are reported as such;
+    # the band analysis does not add "(-inf, inf) is in both" or an overlap of
+    # an empty range on top.
+    src = Path(__file__).resolve().parent / "data" / "band_with_bad_thresholds.yaml"
+    (tmp_path / "ldl.yaml").write_bytes(src.read_bytes())
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(tmp_path, MODELS)
+    assert sorted((p.rule_id, p.code) for p in info.value.problems) == [
+        ("ldl_kg", "unit-dimension"),
+        ("ldl_never", "never-true"),
+    ]
