@@ -248,7 +248,12 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
                 continue  # reported already (never true, a unit that is wrong)
             families[(s.file.path, *_key(part), guard)].append((s, interval))
             compared[(s.file.path, *_key(part))].append(interval)
-    for key, members in families.items():
+    for key, found in families.items():
+        # Rules that share one band (several conclusions under the same
+        # condition) are one band of the family, not bands that overlap.
+        members = list(
+            {interval: (s, interval) for s, interval in reversed(found)}.values()
+        )
         if len(members) < 3:
             continue
         guarded = key[-1] != "[]"

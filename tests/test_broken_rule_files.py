@@ -322,3 +322,28 @@ def test_bands_with_thresholds_already_wrong_add_no_band_noise(tmp_path: Path) -
         ("ldl_kg", "unit-dimension"),
         ("ldl_never", "never-true"),
     ]
+
+
+def test_two_rules_under_the_same_band_are_not_an_overlap(tmp_path: Path) -> None:
+    # Two conclusions under "adult, BMI 30 or more" share one band.
+    rules = "".join(
+        f"""
+  - id: {rid}
+    title: t
+    when:
+      all:
+        - {{fact: age, at_least: 20 a}}
+        - {{fact: bmi, {band}}}
+    then: [{{finding: {rid}, display: {rid}}}]
+"""
+        for rid, band in (
+            ("lean", "below: 25 kg/m2"),
+            ("over", "at_least: 25 kg/m2, below: 30 kg/m2"),
+            ("obese", "at_least: 30 kg/m2"),
+            ("obese_reminder", "at_least: 30 kg/m2"),
+        )
+    )
+    head = "ruleset: {id: b, title: t, version: 0.0.1, source: tests}\nrules:"
+    (tmp_path / "b.yaml").write_text(head + rules, encoding="utf-8")
+    kb = KnowledgeBase.load(tmp_path, MODELS)
+    assert [p.code for p in kb.warnings] == []
