@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
@@ -43,8 +43,14 @@ log = logging.getLogger(__name__)
 def _row(
     kb: KnowledgeBase, view: CaseView, name: str, model: ScoringModel
 ) -> dict[str, float | None]:
-    """One model's input row for one case: each fact's latest value, in its unit."""
+    """One model's input row for one case: each fact's latest value, in its unit.
+
+    A model takes the latest value however old it is; an input older than
+    _STALE (the 12 months the rules allow laboratory results) is noted, so
+    that a score from old results is not read as current.
+    """
     row: dict[str, float | None] = {}
+    stale: list[str] = []
     for feature in model.card.features:
         for fact_name in feature.facts():
             readings = view.select(fact_name, None)
@@ -52,6 +58,8 @@ def _row(
             if r is None or not isinstance(r.value, float):
                 row[fact_name] = None
                 continue
+            if r.time is not None and view.time_of(r) < view.as_of - _STALE:
+                stale.append(fact_name)
             try:
                 row[fact_name] = convert(
                     r.value,
@@ -62,7 +70,16 @@ def _row(
             except UnitError as err:
                 view.notes.append(f"score {name}: {err}")
                 row[fact_name] = None
+    if stale:
+        view.notes.append(
+            f"score {name}: inputs more than 12 months before the evaluation "
+            f"time: {', '.join(dict.fromkeys(stale))}"
+        )
     return row
+
+
+# [convention] The rules read laboratory results within 12 months.
+_STALE = timedelta(days=365)
 
 
 def _score(name: str, s: ModelScore) -> Score:

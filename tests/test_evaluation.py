@@ -249,3 +249,22 @@ def test_rule_firing_is_logged_at_debug_without_the_patient(
     ]
     assert "fpg_diabetes_range" in line
     assert result.case_id not in line
+
+
+def test_a_score_from_inputs_older_than_a_year_says_so() -> None:
+    # The demo's results are from early 2024: scored at that time they are
+    # current; scored in mid 2026 the model still takes them, and a note says
+    # they are old.
+    kb = KnowledgeBase.load()
+    example = (
+        Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    )
+    current = kb.evaluate(example, as_of="last")
+    late = kb.evaluate(example, as_of=datetime(2026, 6, 1, tzinfo=UTC))
+    assert not any("more than 12 months" in n for n in current.notes)
+    (note,) = [n for n in late.notes if "more than 12 months" in n]
+    assert note.startswith(
+        "score diabetes_progression: inputs more than 12 months before the "
+        "evaluation time: bmi, systolic_bp, diastolic_bp, total_cholesterol"
+    )
+    assert note.count("total_cholesterol") == 1
