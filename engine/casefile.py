@@ -350,7 +350,9 @@ class _CaseReader:
                 self.fail(
                     _value_pos(node, "sex"),
                     "patient.sex",
-                    f"unknown sex {sex!r}{_nearest(text, _SEXES)}",
+                    # The value is not repeated: a name typed in the wrong
+                    # field would reach logs and batch error records.
+                    f"sex not recognised{_nearest(text, _SEXES)}",
                     f"use one of: {', '.join(_SEXES)}",
                 )
             out["sex"] = text

@@ -370,7 +370,7 @@ def test_top_level_must_be_a_mapping(text: str, reason: str) -> None:
         (
             "patient: {sex: femail}\n",
             "line 1, column 16 (patient.sex)",
-            "unknown sex 'femail'; did you mean `female`?",
+            "sex not recognised; did you mean `female`?",
         ),
         (
             "patient: 67\n",
@@ -512,3 +512,9 @@ def test_a_reading_dated_in_the_future_does_not_move_the_last_entry() -> None:
     )
     assert c.last_time() == datetime(2024, 2, 1, tzinfo=UTC)
     assert [n for n in c.notes if "later than the time it was read" in n] != []
+
+
+def test_a_name_typed_as_the_sex_is_not_repeated() -> None:
+    err = error("patient: {sex: Mikel Baumbach}\n")
+    assert "Mikel" not in str(err) and "Baumbach" not in str(err)
+    assert err.hint == "use one of: female, male, other, unknown"
