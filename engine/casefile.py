@@ -276,7 +276,13 @@ class _CaseReader:
 
     def read(self, data: Any) -> Case:
         if data is None:
-            self.fail(None, "", "the case file is empty", "see examples/README.md")
+            self.fail(
+                None,
+                "",
+                "the file is empty",
+                "give a FHIR R4 Bundle as JSON, or a case file "
+                "(see examples/README.md)",
+            )
         doc = self.mapping(data, (1, 1) if hasattr(data, "lc") else None, "", TOP_KEYS)
         case_id = PurePath(self.source).stem or self.source
         if "id" in doc:

@@ -179,12 +179,18 @@ def _read_data(
                 raise InputError(
                     source,
                     f"line {err.lineno}, column {err.colno}",
-                    f"neither JSON nor YAML: {err.msg}",
+                    # json's messages end "... starting at": the place is
+                    # given above, so the sentence ends "here".
+                    f"neither JSON nor YAML: {_closed(err.msg)}",
                     _HINT,
                 ) from None
             return _route(document, source, catalogue, text=None)
         return _route(parsed, source, catalogue, text=text)
     return _route(load_yaml(text, source=source), source, catalogue, text=None)
+
+
+def _closed(message: str) -> str:
+    return f"{message.removesuffix(' at')} here" if message.endswith(" at") else message
 
 
 def _loads(text: str) -> Any:

@@ -346,7 +346,7 @@ def test_syntax_error_names_line_and_column() -> None:
     [
         ("- 1\n- 2\n", "expected a mapping, got a list"),
         ("just text\n", "expected a mapping, got text"),
-        ("# only a comment\n", "the case file is empty"),
+        ("# only a comment\n", "the file is empty"),
     ],
 )
 def test_top_level_must_be_a_mapping(text: str, reason: str) -> None:

@@ -146,3 +146,14 @@ def test_data_of_another_type_is_refused() -> None:
     with pytest.raises(InputError) as info:
         read_input_data(b"{}", source="raw")  # type: ignore[arg-type]
     assert info.value.reason == "expected text or a mapping, got bytes"
+
+
+def test_a_truncated_bundle_is_placed_and_worded_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text('{"resourceType": "Bundle", "entry": [{"resource": {"x": "Pat')
+    with pytest.raises(InputError) as info:
+        read_input(path)
+    assert info.value.where == "line 1, column 57"  # the opening quote of "Pat
+    assert (
+        info.value.reason == "neither JSON nor YAML: Unterminated string starting here"
+    )
