@@ -38,7 +38,7 @@ from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex
 from .values import (
     accept_unit,
-    future_dates_note,
+    last_entry,
     parse_datetime,
     plausibility_note,
 )
@@ -249,7 +249,6 @@ class _CaseReader:
         self.source = source
         self.catalogue = catalogue
         self.notes: list[str] = []
-        self.times: list[datetime] = []
 
     def fail(self, pos: Pos, path: str, reason: str, hint: str = "") -> NoReturn:
         raise InputError(
@@ -296,10 +295,15 @@ class _CaseReader:
         medications = self.entries(doc, "medications", self.medication)
         allergies = self.entries(doc, "allergies", self.allergy)
         logger.debug("read case file %s", case_id)
-        now = datetime.now(UTC)
-        future = len({t for t in self.times if t > now})
-        if future:
-            self.notes.append(future_dates_note(future))
+        dated = [(r.time, r.source) for values in readings.values() for r in values]
+        dated += [
+            (t, e.source)
+            for e in (*conditions, *medications, *allergies)
+            for t in (e.onset, e.end)
+        ]
+        last, later = last_entry(dated, datetime.now(UTC))
+        if later:
+            self.notes.append(later)
         return Case(
             case_id=case_id,
             source=self.source,
@@ -307,7 +311,7 @@ class _CaseReader:
             conditions=tuple(conditions),
             medications=tuple(medications),
             allergies=tuple(allergies),
-            last_recorded=max((t for t in self.times if t <= now), default=None),
+            last_recorded=last,
             notes=tuple(self.notes),
             **patient,
         )
@@ -467,8 +471,6 @@ class _CaseReader:
                     f"`{word}` is not a value of {name}",
                     f"write one of: {', '.join(allowed)}",
                 )
-            if when is not None:
-                self.times.append(when)
             label = f"case file line {pos[0]}" if pos else "case file"
             out.append(Reading(value=match[0], unit=None, time=when, source=label))
         return tuple(out)
@@ -557,8 +559,6 @@ class _CaseReader:
             self.fail(pos, path, str(err))
         if doubt:
             self.notes.append(doubt)
-        if when is not None:
-            self.times.append(when)
         return Reading(value=float(value), unit=recorded, time=when, source=label)
 
     # conditions, medications, allergies -------------------------------------
@@ -615,7 +615,6 @@ class _CaseReader:
                 f"{path}.active",
                 "active must be true or false",
             )
-        self.times.extend(t for t in (onset, end) if t is not None)
         return name.strip(), (onset, end, active)
 
     def condition(self, name: str, span: Span, pos: Pos, path: str) -> list[CodedEntry]:

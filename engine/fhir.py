@@ -30,7 +30,7 @@ from .errors import InputError
 from .facts import Case, Reading, Sex
 from .resourcereader import ResourceReader, kind_of, label_of
 from .resources import BUNDLE, ObservationData, Patient
-from .values import accept_unit, future_dates_note, parse_datetime, plausibility_note
+from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = [
     "accept_unit",
@@ -249,9 +249,9 @@ def _read(
         f"{note} ({count} value{'s' if count > 1 else ''})"
         for note, count in reader.unit_notes.items()
     )
-    last, future = reader.last_entry()
-    if future:
-        reader.notes.append(future_dates_note(future))
+    last, later = reader.last_entry()
+    if later:
+        reader.notes.append(later)
     readings = {name: tuple(values) for name, values in reader.readings.items()}
     logger.debug(
         "read bundle %s: %d readings, %d conditions, %d medications",

@@ -33,7 +33,7 @@ from .resources import (
     Period,
     QuantityData,
 )
-from .values import accept_unit, parse_datetime, plausibility_note
+from .values import accept_unit, last_entry, parse_datetime, plausibility_note
 
 __all__ = ["ResourceReader", "kind_of", "label_of"]
 
@@ -168,18 +168,20 @@ class ResourceReader:
             if t is not None and (self.latest is None or t > self.latest):
                 self.latest = t
 
-    def last_entry(self) -> tuple[datetime | None, int]:
+    def last_entry(self) -> tuple[datetime | None, str | None]:
         """The latest date seen that is not later than the time of reading,
-        and how many distinct dates are later (a data error: a 2099 typo)."""
+        and a note naming the entries dated later (see values.last_entry)."""
         if self.latest is None or self.latest <= self.read_at:
-            return self.latest, 0  # checked once here: most records stop
-        times = [r.time for values in self.readings.values() for r in values]
-        times += [
-            t for e in (*self.conditions, *self.medications) for t in (e.onset, e.end)
+            return self.latest, None  # checked once here: most records stop
+        dated = [
+            (r.time, r.source) for values in self.readings.values() for r in values
         ]
-        dated = {t for t in times if t is not None}
-        past = [t for t in dated if t <= self.read_at]
-        return max(past, default=None), len(dated) - len(past)
+        dated += [
+            (t, e.source)
+            for e in (*self.conditions, *self.medications)
+            for t in (e.onset, e.end)
+        ]
+        return last_entry(dated, self.read_at)
 
     # Observations --------------------------------------------------------
 

@@ -907,6 +907,9 @@ def test_a_reading_dated_in_the_future_does_not_move_the_last_entry() -> None:
     )
     assert case.last_time() == datetime(2024, 3, 1, tzinfo=UTC)
     assert len(case.readings["systolic_bp"]) == 2  # kept, not erased
-    (note,) = [n for n in case.notes if "later than the time it was read" in n]
-    assert note.startswith("1 date in the record is")
+    (note,) = [n for n in case.notes if "later than the time" in n]
+    assert note.startswith(
+        "1 entry is dated later than the time the record was read "
+        "(Observation/typo; a data error?)"
+    )
     assert "2099" not in note
