@@ -447,7 +447,8 @@ def rules_check(
     "rules_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="The knowledge base to test (default: the bundled rules/).",
+    help="The knowledge base to test (default: the folder of the test files; "
+    "with no PATH, the bundled rules/).",
 )
 @click.option("--models", type=click.Path(path_type=Path), default=None)
 def rules_test(
@@ -784,7 +785,14 @@ def batch(
             sys.stdout if str(out_path) == "-" else out_path.open("w", encoding="utf-8")
         )
     except OSError as err:
-        _fail(f"--out {out_path}: {err.strerror or err}", EXIT_USAGE)
+        hint = (
+            f"; the folder {out_path.parent} does not exist: create it first"
+            if not out_path.parent.exists()
+            else ""
+        )
+        _fail(
+            f"--out {out_path}: cannot write: {err.strerror or err}{hint}", EXIT_USAGE
+        )
         return
 
     # Ctrl-C asks to stop after the chunks in progress; a second one quits now.

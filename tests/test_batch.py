@@ -757,3 +757,14 @@ def test_library_evaluate_many_equals_one_by_one(tmp_path: Path) -> None:
     one = kb.evaluate(cases[0], as_of=when)
     assert [m.rules_fired for m in many] == [one.rules_fired] * 3
     assert [d.id for d in many[0].diagnoses] == [d.id for d in one.diagnoses]
+
+
+def test_an_output_in_a_missing_folder_says_to_create_it(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "r.ndjson"
+    example = (
+        Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
+    )
+    code, _, err = run("batch", str(example), "--out", str(out))
+    assert code == 2
+    said = " ".join(err.split())
+    assert f"the folder {out.parent} does not exist: create it first" in said
