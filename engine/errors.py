@@ -78,7 +78,10 @@ class Problem:
     code: str = "invalid"
 
     def location(self) -> str:
-        """Return ``path:line:column`` as editors expect it."""
+        """Return ``path:line:column`` as editors expect it (the path alone
+        for a problem of the whole file or folder, such as a missing one)."""
+        if self.line <= 0:
+            return str(self.path)
         return f"{self.path}:{self.line}:{self.column}"
 
     def __str__(self) -> str:

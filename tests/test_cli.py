@@ -159,3 +159,11 @@ def test_a_birth_date_in_the_future_is_an_input_error(tmp_path: Path) -> None:
         assert "the birth date is in the future" in err
         assert "2099" not in err  # the birth date is not repeated
         assert out == ""
+
+
+def test_a_missing_rule_folder_is_named_without_a_line_zero(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    code, _out, err = _run("evaluate", str(EXAMPLE), "--rules", str(missing))
+    assert code == EXIT_RULES
+    assert f"{missing}: error: no such file or folder" in " ".join(err.split())
+    assert ":0:0" not in err
