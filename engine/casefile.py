@@ -491,11 +491,15 @@ class _CaseReader:
                 f"`{name}` is a {kind}, not a measured fact",
                 f"list it under `{kind}s`",
             )
+        near = _nearest(str(name), names)
         self.fail(
             pos,
             path,
-            f"unknown fact `{name}`{_nearest(str(name), names)}",
-            f"known facts: {', '.join(names)}",
+            f"unknown fact `{name}`{near}",
+            # With a likely match, the whole list is noise: say where it is.
+            "the facts are listed in engine/catalogue.yaml"
+            if near
+            else f"known facts: {', '.join(names)}",
         )
 
     def reading(self, fact: QuantityFact, item: Any, pos: Pos, path: str) -> Reading:
