@@ -633,6 +633,15 @@ def explain(
         return
     for tree in trees:
         console.print(_tree(tree))
+    if not trees:
+        undetermined = len(result.undetermined)
+        console.print(
+            "Nothing to explain: no finding, diagnosis or recommendation was "
+            f"reached ({undetermined} rule{'s' if undetermined != 1 else ''} "
+            "cannot be determined; `cdss evaluate` lists what they lack, and "
+            "--why-not ID asks about one conclusion).",
+            highlight=False,
+        )
     console.print(Panel(NOTICE, style="bold yellow", expand=False))
 
 

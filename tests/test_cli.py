@@ -167,3 +167,20 @@ def test_a_missing_rule_folder_is_named_without_a_line_zero(tmp_path: Path) -> N
     assert code == EXIT_RULES
     assert f"{missing}: error: no such file or folder" in " ".join(err.split())
     assert ":0:0" not in err
+
+
+def test_explain_with_nothing_reached_says_so(tmp_path: Path) -> None:
+    case = tmp_path / "hdl.yaml"
+    case.write_text(
+        "patient: {age: 30, sex: male}\n"
+        "facts:\n  hdl_cholesterol: 50 mg/dL @ 2024-01-01\n",
+        encoding="utf-8",
+    )
+    code, out, _err = _run("explain", str(case), "--as-of", "last")
+    assert code == 0
+    text = " ".join(out.split())
+    assert (
+        "Nothing to explain: no finding, diagnosis or recommendation was reached"
+        in text
+    )
+    assert "not a medical device" in text
