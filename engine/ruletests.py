@@ -149,12 +149,34 @@ def read_rule_tests(path: Path) -> tuple[RuleTestFile | None, Any, list[Problem]
     except ValidationError as err:
         problems = []
         for e in err.errors():
-            line, col = locate(raw, tuple(e["loc"]))
-            key = ".".join(str(s) for s in e["loc"])
+            loc = tuple(e["loc"])
+            line, col = locate(raw, loc)
+            key = ".".join(str(s) for s in loc)
+            message, hint = f"`{key}`: {e['msg'].lower()}", ""
+            allowed = _keys_at(loc[:-1])
+            if e["type"] == "extra_forbidden" and allowed:
+                near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+                message = f"`{key}`: unknown key; allowed here: {', '.join(allowed)}"
+                hint = f"did you mean `{near[0]}`?" if near else ""
             problems.append(
-                Problem(shown, line, col, f"`{key}`: {e['msg'].lower()}", code="schema")
+                Problem(shown, line, col, message, hint=hint, code="schema")
             )
         return None, raw, problems
+
+
+def _keys_at(parent: tuple[Any, ...]) -> list[str]:
+    """The keys a test file allows under ``parent`` (a pydantic location)."""
+    if parent == ():
+        model: type[BaseModel] = RuleTestFile
+    elif len(parent) == 2 and parent[0] == "tests":
+        model = RuleTest
+    elif (
+        len(parent) == 3 and parent[0] == "tests" and parent[2] in ("expect", "absent")
+    ):
+        model = Outcome
+    else:
+        return []
+    return list(model.model_fields)
 
 
 def _outcome(result: Assessment) -> dict[str, set[str]]:

@@ -308,3 +308,27 @@ def test_rules_check_finds_a_misspelt_id_in_a_rule_test(tmp_path: Path) -> None:
         "names `stage_2_hypertenion`, which no rule concludes; did you mean "
         "`stage_2_hypertension`?" in result.stdout
     )
+
+
+def test_a_misspelt_key_in_a_rule_test_is_placed_with_a_did_you_mean(
+    tmp_path: Path,
+) -> None:
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    (tmp_path / "bmi.test.yaml").write_text(
+        "tests:\n"
+        "  - name: adult overweight\n"
+        "    given:\n"
+        "      patient: {age: 40, sex: male}\n"
+        "      facts: {bmi: 27 kg/m2 @ 2024-01-01}\n"
+        "    expcet:\n"
+        "      findings: [overweight]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        main, ["rules", "check", str(tmp_path / "bmi.test.yaml")]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / 'bmi.test.yaml'}:6:5: error: `tests.0.expcet`: unknown key; "
+        "allowed here: name, as_of, given, expect, absent; did you mean `expect`?"
+    ) in result.stdout
