@@ -783,6 +783,14 @@ def batch(
     except InputError as err:
         _fail(str(err), EXIT_INPUT)
         return
+    if plan.skipped:
+        n = len(plan.skipped)
+        named = escape(_first_few([str(p) for p in plan.skipped]))
+        err_console.print(
+            f"[dim]{n} file{'s' if n > 1 else ''} not read (not .json, .yaml, "
+            f".yml, .ndjson or .jsonl): {named}[/]",
+            highlight=False,
+        )
     kb = _load(rules, models, approved_only)
     spec = batch_engine.KnowledgeBaseSpec(
         (str(rules),) if rules else None, str(models) if models else None, approved_only

@@ -141,6 +141,9 @@ class Plan:
     sources: list[tuple[Literal["case", "ndjson", "bulk"], list[Path]]] = field(
         default_factory=list
     )
+    # Files of the folders and patterns given that are not inputs by their
+    # name (notes.txt, SOURCE.md): not read, and said so.
+    skipped: list[Path] = field(default_factory=list)
 
     def estimate(self) -> int:
         """The number of output lines, counted before the batch (for progress).
@@ -234,10 +237,11 @@ def _first(path: Path) -> str | None:
     return None
 
 
-def _expand(text: str) -> list[Path]:
+def _expand(text: str) -> tuple[list[Path], list[Path]]:
+    """The input files a command-line input names, and the files it skipped."""
     path = Path(text)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
         found = [
             p
@@ -256,7 +260,7 @@ def _expand(text: str) -> list[Path]:
             "holds no input files",
             "folders and patterns take .json, .yaml, .yml, .ndjson and .jsonl files",
         )
-    return chosen
+    return chosen, sorted(p for p in found if p.suffix.lower() not in _SUFFIXES)
 
 
 def names_input(text: str) -> bool:
@@ -302,7 +306,9 @@ def plan_inputs(inputs: Iterable[str | Path]) -> Plan:
     seen: set[Path] = set()
     bulk: dict[Path, list[Path]] = {}
     for text in inputs:
-        for path in _expand(str(text)):
+        chosen, skipped = _expand(str(text))
+        plan.skipped += skipped
+        for path in chosen:
             key = path.resolve()
             if key in seen:
                 continue

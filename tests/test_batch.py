@@ -768,3 +768,17 @@ def test_an_output_in_a_missing_folder_says_to_create_it(tmp_path: Path) -> None
     assert code == 2
     said = " ".join(err.split())
     assert f"the folder {out.parent} does not exist: create it first" in said
+
+
+def test_files_in_a_folder_that_are_not_inputs_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_json(folder / "a-good.json", bundle(hypertensive("pa")))
+    (folder / "notes.txt").write_text("not a patient", encoding="utf-8")
+    out = tmp_path / "r.ndjson"
+    code, _, err = run("batch", str(folder), "--out", str(out), "--as-of", "2024-06-01")
+    assert code == 0
+    assert len(lines(out)) == 1
+    said = " ".join(err.split())
+    assert "1 file not read (not .json, .yaml, .yml, .ndjson or .jsonl): " in said
+    assert said.count("notes.txt") == 1
