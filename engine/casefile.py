@@ -35,13 +35,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
-from .facts import Case, CodedEntry, Reading, Sex
-from .values import (
-    accept_unit,
-    last_entry,
-    parse_datetime,
-    plausibility_note,
-)
+from .facts import Case, CodedEntry, Reading, Sex, last_entry
+from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
 
@@ -295,13 +290,8 @@ class _CaseReader:
         medications = self.entries(doc, "medications", self.medication)
         allergies = self.entries(doc, "allergies", self.allergy)
         logger.debug("read case file %s", case_id)
-        dated = [(r.time, r.source) for values in readings.values() for r in values]
-        dated += [
-            (t, e.source)
-            for e in (*conditions, *medications, *allergies)
-            for t in (e.onset, e.end)
-        ]
-        last, later = last_entry(dated, datetime.now(UTC))
+        entries = (*conditions, *medications, *allergies)
+        last, later = last_entry(readings, entries, datetime.now(UTC))
         if later:
             self.notes.append(later)
         return Case(

@@ -10,11 +10,11 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 from .catalogue import Catalogue
-from .facts import Case, CodedEntry, Reading
+from .facts import Case, CodedEntry, Reading, aware
 
 __all__ = ["CaseView", "parse_duration"]
 
@@ -55,10 +55,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(days=float(match.group(1)) * _DAYS[key])
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def _age_on(birth: date, when: date) -> int:
     return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
 
@@ -86,7 +82,7 @@ class CaseView:
     reads_findings: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.as_of = _aware(self.as_of)
+        self.as_of = aware(self.as_of)
         later = 0
         quantities, texts = self.catalogue.quantities, self.catalogue.texts
         for name, values in self.case.readings.items():
@@ -102,11 +98,11 @@ class CaseView:
             # Oldest first (Case.readings), undated last: when the latest
             # dated reading is not after as_of, none is.
             last = next((r.time for r in reversed(values) if r.time), None)
-            if last is None or _aware(last) <= self.as_of:
+            if last is None or aware(last) <= self.as_of:
                 kept = list(values)
             else:
                 kept = [
-                    r for r in values if r.time is None or _aware(r.time) <= self.as_of
+                    r for r in values if r.time is None or aware(r.time) <= self.as_of
                 ]
                 later += len(values) - len(kept)
             if kept:
@@ -151,7 +147,7 @@ class CaseView:
 
     def time_of(self, reading: Reading) -> datetime:
         """A reading's time; undated readings count as current."""
-        return _aware(reading.time) if reading.time else self.as_of
+        return aware(reading.time) if reading.time else self.as_of
 
     def select(self, fact: str, within: timedelta | None) -> list[Reading]:
         """Readings of a fact in force at ``as_of``, optionally only recent ones.
@@ -181,8 +177,8 @@ class CaseView:
         return found  # type: ignore[return-value]
 
     def _entry_active(self, entry: CodedEntry, since: timedelta | None) -> bool:
-        onset = _aware(entry.onset) if entry.onset else None
-        end = _aware(entry.end) if entry.end else None
+        onset = aware(entry.onset) if entry.onset else None
+        end = aware(entry.end) if entry.end else None
         if onset and onset > self.as_of:
             return False
         if end is not None:

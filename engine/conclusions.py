@@ -9,7 +9,6 @@ be decided are listed with the facts they lacked.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from . import ruleformat as rf
@@ -30,7 +29,7 @@ from .assessment import (
 from .caseview import CaseView
 from .certainty import combine_for_and_against, disagrees, update_with_score
 from .compiler import CompiledRule, Literal
-from .facts import Case
+from .facts import Case, aware
 from .truth import LeafSource
 
 if TYPE_CHECKING:
@@ -318,14 +317,10 @@ def _held_conjunct(
     return frozenset()
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def after_death(kb: KnowledgeBase, case: Case, view: CaseView) -> Assessment:
     """A patient who died before the evaluation time gets no conclusions."""
     assert case.deceased is not None
-    when = _aware(case.deceased)
+    when = aware(case.deceased)
     return Assessment(
         case_id=case.case_id,
         source=case.source,

@@ -25,7 +25,7 @@ from .caseview import CaseView
 from .conclusions import after_death, assemble
 from .decisions import Decider, decider
 from .errors import EvaluationError, InputError, UnitError
-from .facts import Case
+from .facts import Case, aware
 from .leaves import LeafResult, condition_key, evaluate_leaf
 from .points import Points
 from .truth import missing, truth
@@ -178,7 +178,7 @@ def _view(
     as_of: datetime,
     findings: dict[str, bool | None] | None = None,
 ) -> CaseView:
-    if case.birth_date is not None and _aware(as_of).date() < case.birth_date:
+    if case.birth_date is not None and aware(as_of).date() < case.birth_date:
         # Neither date is repeated: the birth date identifies the patient.
         born_later = case.birth_date > datetime.now(UTC).date()
         raise InputError(
@@ -329,7 +329,7 @@ def _run(
     scores: dict[str, Score],
 ) -> Assessment:
     """Steps (3) to (5) for one case whose view and scores are ready."""
-    if case.deceased is not None and view.as_of >= _aware(case.deceased):
+    if case.deceased is not None and view.as_of >= aware(case.deceased):
         return after_death(kb, case, view)
     points = Points(view, kb.point_scores, scores)
     leaves = _Leaves(kb, view, scores, points)
@@ -423,7 +423,3 @@ def _run(
         lacking,
         lambda: [*points.problems(), *leaves.problems(), *matcher_problems],
     )
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)

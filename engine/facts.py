@@ -8,12 +8,13 @@ number of results.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Case", "CodedEntry", "Reading", "Sex"]
+__all__ = ["Case", "CodedEntry", "Reading", "Sex", "aware", "last_entry"]
 
 Sex = Literal["female", "male", "other", "unknown"]
 
@@ -122,15 +123,8 @@ class Case(BaseModel):
         """
         last = self.last_recorded
         if last is None:
-            now = datetime.now(UTC)
-            times = [r.time for values in self.readings.values() for r in values]
-            times += [
-                t
-                for e in (*self.conditions, *self.medications, *self.allergies)
-                for t in (e.onset, e.end)
-            ]
-            dated = [_aware(t) for t in times if t is not None]
-            last = max((t for t in dated if t <= now), default=None)
+            entries = (*self.conditions, *self.medications, *self.allergies)
+            last = last_entry(self.readings, entries, datetime.now(UTC))[0]
         if self.deceased is not None and (last is None or last >= self.deceased):
             return self.deceased - timedelta(seconds=1)
         return last
@@ -151,8 +145,49 @@ def _when(reading: Reading) -> tuple[bool, datetime]:
     t = reading.time
     if t is None:
         return True, _EARLIEST
-    return False, _aware(t)
+    return False, aware(t)
 
 
-def _aware(t: datetime) -> datetime:
+def aware(t: datetime) -> datetime:
+    """The time as given, or as UTC when it has no offset."""
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def last_entry(
+    readings: Mapping[str, Sequence[Reading]],
+    entries: Iterable[CodedEntry],
+    now: datetime,
+) -> tuple[datetime | None, str | None]:
+    """The latest date of a record's readings and entries (onset, end) that is
+    not later than ``now``, and a note naming the ones dated later, if any.
+
+    A date in the future is a data error (a typo, a test record). Such an entry
+    is kept, but ``as_of="last"`` is found without it (an evaluation in 2099
+    would age the patient by decades), and no evaluation before its date uses
+    it. The note names the entries (``Observation/x``, ``case file line 7``),
+    not their dates, which may identify the patient.
+    """
+    dated = [(r.time, r.source) for values in readings.values() for r in values]
+    dated += [(t, e.source) for e in entries for t in (e.onset, e.end)]
+    last: datetime | None = None
+    later: dict[str, None] = {}
+    for t, source in dated:
+        if t is None:
+            continue
+        t = aware(t)
+        if t > now:
+            later[source] = None
+        elif last is None or t > last:
+            last = t
+    if not later:
+        return last, None
+    names = list(later)
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    one = len(names) == 1
+    return last, (
+        f"{len(names)} entr{'y is' if one else 'ies are'} dated later than the time "
+        f"the record was read ({', '.join(names[:3])}{more}; a data error?): the "
+        f"last entry (as of last) is found without {'it' if one else 'them'}, and "
+        f"no evaluation before {'its' if one else 'their'} date uses "
+        f"{'it' if one else 'them'}"
+    )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from .catalogue import Catalogue
 from .errors import InputError, UnitError
-from .facts import CodedEntry, Reading
+from .facts import CodedEntry, Reading, last_entry
 from .resources import (
     OBSERVATION,
     AllergyIntolerance,
@@ -33,7 +33,7 @@ from .resources import (
     Period,
     QuantityData,
 )
-from .values import accept_unit, last_entry, parse_datetime, plausibility_note
+from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = ["ResourceReader", "kind_of", "label_of"]
 
@@ -170,18 +170,11 @@ class ResourceReader:
 
     def last_entry(self) -> tuple[datetime | None, str | None]:
         """The latest date seen that is not later than the time of reading,
-        and a note naming the entries dated later (see values.last_entry)."""
+        and a note naming the entries dated later (see facts.last_entry)."""
         if self.latest is None or self.latest <= self.read_at:
             return self.latest, None  # checked once here: most records stop
-        dated = [
-            (r.time, r.source) for values in self.readings.values() for r in values
-        ]
-        dated += [
-            (t, e.source)
-            for e in (*self.conditions, *self.medications)
-            for t in (e.onset, e.end)
-        ]
-        return last_entry(dated, self.read_at)
+        entries = (*self.conditions, *self.medications)
+        return last_entry(self.readings, entries, self.read_at)
 
     # Observations --------------------------------------------------------
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
+from .checks import suggest
 from .errors import InputError, Problem
 from .knowledge import KnowledgeBase
 from .loader import locate
@@ -155,9 +156,8 @@ def read_rule_tests(path: Path) -> tuple[RuleTestFile | None, Any, list[Problem]
             message, hint = f"`{key}`: {e['msg'].lower()}", ""
             allowed = _keys_at(loc[:-1])
             if e["type"] == "extra_forbidden" and allowed:
-                near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
                 message = f"`{key}`: unknown key; allowed here: {', '.join(allowed)}"
-                hint = f"did you mean `{near[0]}`?" if near else ""
+                hint = suggest(str(loc[-1]), allowed)
             problems.append(
                 Problem(shown, line, col, message, hint=hint, code="schema")
             )

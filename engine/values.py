@@ -8,7 +8,6 @@ ranges (a value kept as recorded, with a note, when it is out of range).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -124,44 +123,4 @@ def plausibility_note(
     return (
         f"{fact.name} {value:g} {unit} ({label}) is outside the plausible range "
         f"{low:g}-{high:g} {fact.unit}; kept as recorded"
-    )
-
-
-def last_entry(
-    dated: Iterable[tuple[datetime | None, str]], now: datetime
-) -> tuple[datetime | None, str | None]:
-    """The latest of a record's dates that is not later than ``now``, and a
-    note naming the entries dated later, if any.
-
-    A date in the future is a data error (a typo, a test record). Such an entry
-    is kept, but ``as_of="last"`` is found without it (an evaluation in 2099
-    would age the patient by decades), and no evaluation before its date uses
-    it. The note names the entries (``Observation/x``, ``case file line 7``),
-    not their dates, which may identify the patient.
-
-    Args:
-        dated: (time, source) of every dated entry; undated ones are skipped.
-        now: The time the record was read.
-    """
-    last: datetime | None = None
-    later: dict[str, None] = {}
-    for t, source in dated:
-        if t is None:
-            continue
-        if t > now:
-            later[source] = None
-        elif last is None or t > last:
-            last = t
-    if not later:
-        return last, None
-    names = list(later)
-    shown = ", ".join(names[:3]) + (
-        f" and {len(names) - 3} more" if len(names) > 3 else ""
-    )
-    one = len(names) == 1
-    return last, (
-        f"{len(names)} entr{'y is' if one else 'ies are'} dated later than the time "
-        f"the record was read ({shown}; a data error?): the last entry (as of "
-        f"last) is found without {'it' if one else 'them'}, and no evaluation "
-        f"before {'its' if one else 'their'} date uses {'it' if one else 'them'}"
     )

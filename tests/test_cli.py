@@ -13,6 +13,12 @@ from cli import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RULES, main
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-diabetic-ckd.yaml"
 
 
+def _case_file(path: Path, text: str) -> str:
+    """Write a case file; return its path as the command line takes it."""
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def _run(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
@@ -49,14 +55,13 @@ def test_rich_view_shows_the_notice_and_the_diagnoses() -> None:
 def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
     # A blood-pressure visit has none of the breast cytology model's inputs:
     # one line names what is missing, not a paragraph per model.
-    case = tmp_path / "bp.yaml"
-    case.write_text(
+    case = _case_file(
+        tmp_path / "bp.yaml",
         "patient: {age: 50, sex: female}\n"
         "facts:\n  systolic_bp: 128 mmHg @ 2024-03-01\n"
         "  diastolic_bp: 78 mmHg @ 2024-03-01\n",
-        encoding="utf-8",
     )
-    code, out, _err = _run("evaluate", str(case), "--as-of", "2024-03-02")
+    code, out, _err = _run("evaluate", case, "--as-of", "2024-03-02")
     assert code == 0
     text = " ".join(out.split())  # the terminal wraps long lines
     assert "Scores not available: breast_cytology (missing " in text
@@ -147,14 +152,13 @@ def test_checking_one_rule_file_checks_it_and_its_tests() -> None:
 
 
 def test_a_birth_date_in_the_future_is_an_input_error(tmp_path: Path) -> None:
-    case = tmp_path / "born.yaml"
-    case.write_text(
+    case = _case_file(
+        tmp_path / "born.yaml",
         "patient: {birth_date: 2099-01-01, sex: male}\n"
         "facts:\n  hba1c: 7.1 % @ 2024-01-10\n",
-        encoding="utf-8",
     )
     for command in ("evaluate", "explain"):
-        code, out, err = _run(command, str(case), "--as-of", "last")
+        code, out, err = _run(command, case, "--as-of", "last")
         assert code == EXIT_INPUT, (command, err)
         assert "the birth date is in the future" in err
         assert "2099" not in err  # the birth date is not repeated
@@ -170,13 +174,12 @@ def test_a_missing_rule_folder_is_named_without_a_line_zero(tmp_path: Path) -> N
 
 
 def test_explain_with_nothing_reached_says_so(tmp_path: Path) -> None:
-    case = tmp_path / "hdl.yaml"
-    case.write_text(
+    case = _case_file(
+        tmp_path / "hdl.yaml",
         "patient: {age: 30, sex: male}\n"
         "facts:\n  hdl_cholesterol: 50 mg/dL @ 2024-01-01\n",
-        encoding="utf-8",
     )
-    code, out, _err = _run("explain", str(case), "--as-of", "last")
+    code, out, _err = _run("explain", case, "--as-of", "last")
     assert code == 0
     text = " ".join(out.split())
     assert (

@@ -266,17 +266,28 @@ def test_smoking_not_known_now_leaves_the_risk_undetermined(
     assert "smoking_status" in _risk_missing(result)
 
 
-def test_codings_that_disagree_are_noted_and_not_read(kb: KnowledgeBase) -> None:
-    status = _smoking_status(1, "449868002", "2025-05-01")
-    status["valueCodeableConcept"]["coding"].append(
-        {"system": SNOMED, "code": "266919005"}
-    )
+@pytest.mark.parametrize(
+    ("first", "second", "listed"),
+    [
+        (
+            "449868002",
+            (SNOMED, "266919005"),
+            "SNOMED CT 449868002, SNOMED CT 266919005",
+        ),
+        ("LA18978-9", (SNOMED, "449868002"), "LOINC LA18978-9, SNOMED CT 449868002"),
+    ],
+)
+def test_codings_that_disagree_are_noted_and_not_read(
+    kb: KnowledgeBase, first: str, second: tuple[str, str], listed: str
+) -> None:
+    # Within SNOMED CT, or across SNOMED CT and LOINC's answer list.
+    status = _smoking_status(1, first, "2025-05-01", second)
     bundle = _bundle([], sex="male", born="1970-01-01", extra=[status])
     case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
     assert "smoking_status" not in case.readings
     assert (
-        "smoking_status (Observation/s1): SNOMED CT 449868002, SNOMED CT 266919005 "
-        "give different values (current, never); not read"
+        f"smoking_status (Observation/s1): {listed} give different values "
+        "(current, never); not read"
     ) in case.notes
 
 
@@ -331,16 +342,3 @@ def test_a_loinc_answer_code_reads_as_its_snomed_ct_twin(
         return _risk(_evaluate(kb, [], sex="male", born="1970-01-01", extra=status))
 
     assert risk(answer) == risk(snomed)
-
-
-def test_a_status_whose_two_codings_disagree_is_noted_and_not_read(
-    kb: KnowledgeBase,
-) -> None:
-    status = _smoking_status(1, "LA18978-9", "2025-05-01", (SNOMED, "449868002"))
-    bundle = _bundle([], sex="male", born="1970-01-01", extra=[status])
-    case = read_input_data(bundle, source="bundle.json", catalogue=kb.catalogue)
-    assert "smoking_status" not in case.readings
-    assert (
-        "smoking_status (Observation/s1): LOINC LA18978-9, SNOMED CT 449868002 "
-        "give different values (current, never); not read"
-    ) in case.notes

@@ -27,6 +27,9 @@ def test_fever_in_fahrenheit_is_converted_with_its_offset(facts) -> None:  # typ
 def test_height_and_white_cell_count_scale_by_their_factor(facts) -> None:  # type: ignore[no-untyped-def]
     assert convert(170.0, "cm", "m", facts["body_height"]) == pytest.approx(1.70)
     assert convert(69.0, "[in_i]", "cm", facts["body_height"]) == pytest.approx(175.26)
+    # 7.2 thousand per microlitre is 7.2 x 10^9 per litre (SIRS: 4 to 12).
+    assert convert(7.2, "10*3/uL", "10*9/L", facts["wbc"]) == pytest.approx(7.2)
+    assert convert(12500.0, "/uL", "10*9/L", facts["wbc"]) == pytest.approx(12.5)
 
 
 @pytest.mark.parametrize(
