@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from .catalogue import Catalogue
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 _DURATION = re.compile(
     r"^\s*(\d+(?:\.\d+)?)\s*(day|days|d|week|weeks|w|month|months|mo|year|years|y)\s*$"
 )
+# An evaluation time up to a day ahead is today somewhere on Earth.
+_TODAY = timedelta(days=1)
 _DAYS = {"d": 1.0, "w": 7.0, "mo": 30.4375, "y": 365.25}
 
 
@@ -83,6 +85,13 @@ class CaseView:
 
     def __post_init__(self) -> None:
         self.as_of = aware(self.as_of)
+        if self.as_of > datetime.now(UTC) + _TODAY:
+            # Most likely a typed date gone wrong (2062 for 2026): ages and
+            # look-back windows are counted to it, so results go stale.
+            self.notes.append(
+                f"the evaluation time {self.as_of.date().isoformat()} is in the "
+                "future: ages and look-back windows are counted to it"
+            )
         later = 0
         quantities, texts = self.catalogue.quantities, self.catalogue.texts
         for name, values in self.case.readings.items():

@@ -9,7 +9,7 @@ so a bad reading there does not spoil the assessment.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -176,6 +176,29 @@ def test_readings_after_the_evaluation_time_are_counted_in_a_note() -> None:
     assert "2 readings dated after the evaluation time not used" in result.notes
     later = kb.evaluate(case, as_of=datetime(2026, 1, 1, tzinfo=UTC))
     assert not any("after the evaluation time" in n for n in later.notes)
+
+
+def test_an_evaluation_time_in_the_future_is_noted() -> None:
+    kb = KnowledgeBase.load()
+    case = Case(
+        case_id="typo",
+        birth_date=date(1960, 3, 1),
+        sex="female",
+        readings={
+            "systolic_bp": (
+                Reading(value=150.0, unit="mm[Hg]", time=datetime(2024, 6, 1, tzinfo=UTC)),
+            )
+        },
+    )
+    future = datetime.now(UTC) + timedelta(days=3 * 365)
+    result = kb.evaluate(case, as_of=future)
+    assert (
+        f"the evaluation time {future.date().isoformat()} is in the future: "
+        "ages and look-back windows are counted to it"
+    ) in result.notes
+    # Today, even given as a naive time, is not the future.
+    today = kb.evaluate(case, as_of=datetime.now())
+    assert not any("in the future" in n for n in today.notes)
 
 
 def test_a_case_built_by_an_application_can_be_evaluated_as_of_its_last_entry() -> None:
