@@ -182,13 +182,15 @@ class Outcome:
         )
 
     @classmethod
-    def error(cls, item: WorkItem, family: Family, reason: str) -> Outcome:
-        """An error record naming the input."""
+    def error(
+        cls, item: WorkItem, family: Family, reason: str, case_id: str | None = None
+    ) -> Outcome:
+        """An error record naming the input, and the case once it was read."""
         record = {
             "status": "error",
             "file": item.file,
             "line": item.line,
-            "case_id": item.case_id,
+            "case_id": case_id or item.case_id,
             "error": family,
             "reason": reason,
             "notice": NOTICE,
@@ -196,7 +198,9 @@ class Outcome:
         return cls(orjson.dumps(record).decode(), failed=True, status="error")
 
 
-def _failure(item: WorkItem, err: BaseException) -> Outcome:
+def _failure(
+    item: WorkItem, err: BaseException, case_id: str | None = None
+) -> Outcome:
     family: Family
     if isinstance(err, InputError):
         family, reason = "input", str(err)
@@ -209,7 +213,7 @@ def _failure(item: WorkItem, err: BaseException) -> Outcome:
         # A bug, not bad data; the type only: the message may name the patient.
         log.warning("an input failed with %s; see its error record", type(err).__name__)
     log.debug("%s failed: %s", item.label, reason)
-    return Outcome.error(item, family, reason)
+    return Outcome.error(item, family, reason, case_id)
 
 
 # --- the work of one chunk (runs in a worker) ----------------------------------
@@ -253,13 +257,14 @@ def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcom
         if item.kind == "error":
             outcomes[i] = Outcome.error(item, item.family, item.reason)
             continue
+        case: Case | None = None
         try:
             case = item.read(kb.catalogue)
             if not settings.use_conditions:
                 case = case.without_conditions()
             ready.append((i, case, _when(case, settings.as_of)))
         except Exception as err:  # one bad input must not end the chunk: recorded
-            outcomes[i] = _failure(item, err)
+            outcomes[i] = _failure(item, err, case.case_id if case else None)
 
     try:
         results = evaluate_cases(kb, [c for _, c, _ in ready], [t for *_, t in ready])
@@ -271,7 +276,7 @@ def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcom
             try:
                 outcomes[i] = Outcome.of(evaluate_cases(kb, [case], when)[0])
             except Exception as err:  # recorded as this case's error
-                outcomes[i] = _failure(items[i], err)
+                outcomes[i] = _failure(items[i], err, case.case_id)
     return [o for o in outcomes if o is not None]
 
 

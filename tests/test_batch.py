@@ -240,6 +240,8 @@ def test_output_to_stdout_and_as_of_last_without_dates(tmp_path: Path) -> None:
     assert first["case_id"] == "pd" and first["as_of"].startswith("2024-04-02")
     assert second["file"] == str(undated)
     assert "--as-of last: the record has no dated entries" in second["reason"]
+    # The record was read, so its error line says which patient it is.
+    assert second["case_id"] == "pu"
 
 
 def test_inputs_that_name_nothing_are_refused_before_any_work(tmp_path: Path) -> None:
