@@ -46,7 +46,16 @@ def locate(raw: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
     """
     line, col = 1, 1
     node = raw
-    for step in loc:
+    for k, step in enumerate(loc):
+        if (
+            isinstance(node, dict)
+            and step in node
+            and k + 1 < len(loc)
+            and not isinstance(node[step], dict | list)
+        ):
+            # A union tag that is also a key with a plain value (`fact: bmi`):
+            # the next step is a key of this same mapping.
+            continue
         if isinstance(node, dict) and step in node:
             try:
                 kl, kc = cast(Any, node).lc.key(step)

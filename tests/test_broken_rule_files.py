@@ -58,14 +58,24 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "the file is empty",
         "a rule file starts with `ruleset:` and has `rules:`",
     ),
+    # The unknown key itself is pointed at, not its mapping's `fact:`.
     "unknown_key.yaml": (
         9,
-        12,
+        23,
         "r1",
         "unknown key `at_lest`; allowed here: fact, above, "
         "at_least, below, at_most, value, within, equals, one_of, min_readings, "
         "readings, lasting_more_than, if_missing",
         "did you mean `at_least`?",
+    ),
+    "unknown_key_block.yaml": (
+        13,
+        11,
+        "r1",
+        "unknown key `belwo`; allowed here: fact, above, "
+        "at_least, below, at_most, value, within, equals, one_of, min_readings, "
+        "readings, lasting_more_than, if_missing",
+        "did you mean `below`?",
     ),
     "unknown_fact.yaml": (
         9,
