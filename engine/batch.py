@@ -198,9 +198,7 @@ class Outcome:
         return cls(orjson.dumps(record).decode(), failed=True, status="error")
 
 
-def _failure(
-    item: WorkItem, err: BaseException, case_id: str | None = None
-) -> Outcome:
+def _failure(item: WorkItem, err: BaseException, case_id: str | None = None) -> Outcome:
     family: Family
     if isinstance(err, InputError):
         family, reason = "input", str(err)

@@ -186,7 +186,9 @@ def test_an_evaluation_time_in_the_future_is_noted() -> None:
         sex="female",
         readings={
             "systolic_bp": (
-                Reading(value=150.0, unit="mm[Hg]", time=datetime(2024, 6, 1, tzinfo=UTC)),
+                Reading(
+                    value=150.0, unit="mm[Hg]", time=datetime(2024, 6, 1, tzinfo=UTC)
+                ),
             )
         },
     )
