@@ -58,7 +58,7 @@ def rule_sites(files: list[LoadedFile]) -> Iterator[RuleSite]:
     """Every rule of every file with its raw node."""
     for f in files:
         for i, rule in enumerate(f.model.rules):
-            yield RuleSite(f, i, rule, f.raw["rules"][i])
+            yield RuleSite(f, f.rule_place(i), rule, f.raw_rule(i))
 
 
 def _problem(

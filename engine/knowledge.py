@@ -45,6 +45,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Checks that would report a name defined in a rule a schema error dropped.
+_WAIT_FOR_SCHEMA = {"finding-never-asserted", "unknown-finding", "unknown-points"}
+
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -429,16 +432,21 @@ class KnowledgeBase:
             problems += found
             if loaded is not None:
                 files.append(loaded)
-        # Every file that parsed is checked, even when another did not: all
-        # problems of all files in one run. A finding asserted only in a file
-        # that did not parse would look never asserted, so that check waits.
+        # Every file that parsed is checked, even when another did not, and so
+        # are the valid rules of a file with schema errors: all problems of
+        # all files in one run. A finding (or point score) defined only where
+        # a file did not parse would look undefined, so those checks wait.
         unreadable = bool(problems)
         checked = check_rule_files(files, catalogue, set(loaded_models))
         if unreadable:
-            checked = [p for p in checked if p.code != "finding-never-asserted"]
+            checked = [p for p in checked if p.code not in _WAIT_FOR_SCHEMA]
         problems += checked
-        problems += analyse(files, catalogue)
+        # Bands and unused findings need every rule of a file.
+        problems += analyse([f for f in files if not f.partial], catalogue)
         problems += _governance(files, approved_only, today or date.today())
+        # Each file's problems together, by line, schema and other checks alike.
+        order = {str(path): i for i, path in enumerate(paths)}
+        problems.sort(key=lambda p: (order.get(p.path, len(order)), p.line))
         if any(p.severity == "error" for p in problems):
             raise RuleFileError(problems)
         artifacts = [m.folder / "model.skops" for m in loaded_models.values()]

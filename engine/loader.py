@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -24,15 +24,37 @@ __all__ = ["LoadedFile", "MAX_RULE_FILE_BYTES", "locate", "read_rule_file"]
 
 MAX_RULE_FILE_BYTES = 2_000_000
 
+_M = TypeVar("_M", bound=BaseModel)
+
 
 @dataclass
 class LoadedFile:
-    """A rule file that parsed, with its raw tree for locating later checks."""
+    """A rule file that parsed, with its raw tree for locating later checks.
+
+    A *partial* file had schema errors; ``model`` then holds only the rules
+    that are valid on their own (``rule_index`` gives each one's place in the
+    file), so that their other problems are found in the same run. A partial
+    file is checked, never loaded.
+    """
 
     path: str
     text: str
     raw: Any
     model: rf.RuleFile
+    rule_index: tuple[int, ...] | None = None
+
+    @property
+    def partial(self) -> bool:
+        """True when some of the file's rules did not validate."""
+        return self.rule_index is not None
+
+    def raw_rule(self, i: int) -> Any:
+        """The raw node of the model's ``i``-th rule."""
+        return self.raw["rules"][self.rule_index[i] if self.rule_index else i]
+
+    def rule_place(self, i: int) -> int:
+        """The position in the file's ``rules`` of the model's ``i``-th rule."""
+        return self.rule_index[i] if self.rule_index else i
 
 
 def _problem(path: str, line: int, col: int, msg: str, **kw: Any) -> Problem:
@@ -268,8 +290,53 @@ def read_rule_file(path: Path) -> tuple[LoadedFile | None, list[Problem]]:
                     code="schema",
                 )
             )
-        return None, _dedupe(problems)
+        return _salvage(shown, text, raw), _dedupe(problems)
     return LoadedFile(shown, text, raw, model), []
+
+
+def _salvage(path: str, text: str, raw: dict[str, Any]) -> LoadedFile | None:
+    """The rules of a file with schema errors that are valid on their own.
+
+    Checked like a whole file, they show the author the file's other problems
+    (an unknown fact, a unit of the wrong kind) in the same run, not one fix
+    later. Needs a valid header; calculations and point scores are kept only
+    when all of them are valid, since checks find them by position (rules
+    that name a point score left out are not reported for it: see
+    ``KnowledgeBase.load``).
+    """
+    rules = raw.get("rules")
+    if not isinstance(rules, list):
+        return None
+    try:
+        header = rf.Header.model_validate(raw.get("ruleset"))
+    except ValidationError:
+        return None
+    calculations = _all_or_none(rf.Calculation, raw.get("calculations"))
+    point_scores = _all_or_none(rf.PointScore, raw.get("point_scores"))
+    kept: list[rf.Rule] = []
+    index: list[int] = []
+    for i, item in enumerate(rules):
+        try:
+            kept.append(rf.Rule.model_validate(item))
+        except ValidationError:
+            continue
+        index.append(i)
+    if not kept:
+        return None
+    model = rf.RuleFile.model_construct(
+        ruleset=header,
+        calculations=calculations,
+        point_scores=point_scores,
+        rules=kept,
+    )
+    return LoadedFile(path, text, raw, model, tuple(index))
+
+
+def _all_or_none(model: type[_M], items: Any) -> list[_M]:
+    try:
+        return [model.model_validate(item) for item in items or []]
+    except (ValidationError, TypeError):
+        return []
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
