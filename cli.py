@@ -61,9 +61,9 @@ from engine import (
 )
 from engine import batch as batch_engine
 from engine.bulk import names_input
-from engine.checks import suggest
 from engine.errors import CdssError, Problem
 from engine.knowledge import default_rules_dir, rule_file_paths
+from engine.nearest import suggest
 
 if _QUIET_START:
     signal.signal(signal.SIGINT, signal.default_int_handler)

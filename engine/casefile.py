@@ -20,7 +20,6 @@ positions) for callers that hold already-parsed data.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
@@ -36,6 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex, last_entry
+from .nearest import suggest
 from .values import accept_unit, parse_datetime, plausibility_note
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
@@ -229,8 +229,8 @@ def _item_pos(node: Any, index: int) -> Pos:
 
 
 def _nearest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean `{match[0]}`?" if match else ""
+    hint = suggest(word, choices)
+    return f"; {hint}" if hint else ""
 
 
 def _snake(name: str) -> str:

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from .catalogue import Catalogue
 from .facts import Case, CodedEntry, Reading, aware
+from .nearest import suggest
 
 __all__ = ["CaseView", "parse_duration"]
 
@@ -132,8 +133,6 @@ class CaseView:
             ]
 
     def _unknown_fact(self, name: str) -> None:
-        from .checks import suggest  # only for a case built by an application
-
         hint = suggest(name, [*self.catalogue.quantities, *self.catalogue.texts])
         self.notes.append(
             f"readings of `{name}` not used: not a fact the knowledge base knows"

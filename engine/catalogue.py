@@ -7,7 +7,6 @@ SNOMED CT or RxNorm code.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +14,8 @@ from importlib import resources
 from typing import Any
 
 from ruamel.yaml import YAML
+
+from .nearest import closest
 
 __all__ = [
     "Catalogue",
@@ -168,8 +169,7 @@ class Catalogue:
     def nearest(self, name: str, kinds: tuple[str, ...] | None = None) -> str | None:
         """Return the closest known fact name to a misspelling, or None."""
         pool = [n for n in self.names() if kinds is None or self.kind_of(n) in kinds]
-        match = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-        return match[0] if match else None
+        return closest(name, pool)
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

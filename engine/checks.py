@@ -6,7 +6,6 @@ and rule id, what was found, what is allowed and what to write instead.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -17,9 +16,10 @@ from .catalogue import Catalogue
 from .cutpoints import parse_threshold
 from .errors import Problem, UnitError
 from .loader import LoadedFile
+from .nearest import suggest
 from .units import same_dimension
 
-__all__ = ["RuleSite", "check_rule_files", "rule_sites", "suggest"]
+__all__ = ["RuleSite", "check_rule_files", "rule_sites"]
 
 _OPS = ("above", "at_least", "below", "at_most")
 
@@ -79,12 +79,6 @@ def _problem(
         code=code,
         severity=severity,
     )
-
-
-def suggest(name: str, pool: list[str]) -> str:
-    """``did you mean `x`?`` for the closest name of ``pool``, or ""."""
-    near = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    return f"did you mean `{near[0]}`?" if near else ""
 
 
 def _walk(cond: rf.Condition, raw: Any) -> Iterator[tuple[rf.Condition, Any]]:

@@ -8,7 +8,6 @@ error deep in a rule can be pointed at.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -19,6 +18,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from . import ruleformat as rf
 from .errors import Problem
+from .nearest import suggest
 
 __all__ = ["LoadedFile", "MAX_RULE_FILE_BYTES", "locate", "read_rule_file"]
 
@@ -154,11 +154,10 @@ def _explain(err: dict[str, Any], raw: Any) -> tuple[str, str]:
     key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
         allowed = _allowed_keys(raw, loc)
-        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         msg = f"unknown key `{key}`"
         if allowed:
             msg += f"; allowed here: {', '.join(allowed)}"
-        return msg, (f"did you mean `{near[0]}`?" if near else "")
+        return msg, suggest(key, allowed)
     if kind == "missing":
         return f"missing required key `{key}`", f"add `{key}:`"
     if kind in ("condition", "action"):

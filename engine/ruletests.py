@@ -21,7 +21,6 @@ recommendations and undetermined rules that must appear or must not::
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -32,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
-from .checks import suggest
 from .errors import InputError, Problem
 from .knowledge import KnowledgeBase
 from .loader import locate
+from .nearest import suggest
 
 __all__ = [
     "RuleTestFile",
@@ -271,7 +270,6 @@ def check_rule_tests(
                     for ident in ids:
                         if ident in known:
                             continue
-                        near = difflib.get_close_matches(ident, sorted(known), 1)
                         problems.append(
                             Problem(
                                 str(path),
@@ -279,7 +277,7 @@ def check_rule_tests(
                                 1,
                                 f"test {test.name!r}: {side} {kind} names "
                                 f"`{ident}`, which no rule concludes",
-                                hint=f"did you mean `{near[0]}`?" if near else "",
+                                hint=suggest(ident, sorted(known)),
                                 code="unknown-id",
                             )
                         )
