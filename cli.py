@@ -282,7 +282,7 @@ def render(result: Assessment, console: Console) -> None:
 
     table = Table(title="Diagnoses", show_lines=False, expand=True)
     for col in ("diagnosis", "SNOMED CT", "certainty", "rules", "evidence"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for d in result.diagnoses:
         table.add_row(
             escape(d.display),
@@ -295,9 +295,9 @@ def render(result: Assessment, console: Console) -> None:
 
     if result.findings:
         ft = Table(title="Findings", expand=True)
-        ft.add_column("finding")
-        ft.add_column("rule")
-        ft.add_column("evidence")
+        ft.add_column("finding", overflow="fold")
+        ft.add_column("rule", overflow="fold")
+        ft.add_column("evidence", overflow="fold")
         for f in result.findings:
             if f.range is not None:  # a point score: its total and its items
                 total = (
@@ -321,7 +321,7 @@ def render(result: Assessment, console: Console) -> None:
 
     rt = Table(title="Recommendations", expand=True)
     for col in ("id", "recommendation", "strength", "certainty", "status"):
-        rt.add_column(col)
+        rt.add_column(col, overflow="fold")
     for r in result.recommendations:
         status = (
             "[green]recommended[/]"
@@ -362,9 +362,9 @@ def render(result: Assessment, console: Console) -> None:
     if result.undetermined:
         # One row per ruleset keeps the table readable; JSON has every rule.
         ut = Table(title="Cannot be determined", expand=True)
-        ut.add_column("ruleset")
-        ut.add_column("rules")
-        ut.add_column("missing facts")
+        ut.add_column("ruleset", overflow="fold")
+        ut.add_column("rules", overflow="fold")
+        ut.add_column("missing facts", overflow="fold")
         groups: dict[str, list[Undetermined]] = {}
         for u in result.undetermined:
             groups.setdefault(u.ruleset, []).append(u)

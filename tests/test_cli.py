@@ -52,6 +52,17 @@ def test_rich_view_shows_the_notice_and_the_diagnoses() -> None:
     assert "73211009" in out
 
 
+def test_an_80_column_terminal_wraps_ids_and_evidence_instead_of_cutting_them() -> None:
+    result = CliRunner().invoke(
+        main, ["evaluate", str(EXAMPLE), "--as-of", "last"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert "…" not in result.stdout
+    # The rule id wraps inside its cell: both halves are shown.
+    assert "diabetes_two_tes" in result.stdout and "diabetes_repeate" in result.stdout
+
+
 def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
     # A blood-pressure visit has none of the breast cytology model's inputs:
     # one line names what is missing, not a paragraph per model.
