@@ -243,8 +243,7 @@ def _pooled_cohort(view: CaseView, calc: Calculation) -> None:
     by_finding = False
     if finding is not None and not diabetes:
         # Known only after the rules: the evaluation runs this again.
-        view.reads_findings.add(str(finding))
-        diabetes = by_finding = view.findings.get(str(finding)) is True
+        diabetes = by_finding = view.finding(str(finding))
     units = {
         "total_cholesterol": "mg/dL",
         "hdl_cholesterol": "mg/dL",

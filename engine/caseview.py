@@ -153,6 +153,19 @@ class CaseView:
             return self.case.age
         return _age_on(self.case.birth_date, (when or self.as_of).date())
 
+    def finding(self, name: str) -> bool:
+        """Whether a finding of the rules holds, for a calculation or a
+        point-score item; one that cannot be determined reads as absent, as
+        a measurement that was not made does in those.
+
+        Findings are decided after calculations and leaves, so the first
+        pass reads every finding as absent and records the read; when one
+        it read holds, the evaluation runs again with the findings known
+        (:func:`engine.evaluation.evaluate_case`).
+        """
+        self.reads_findings.add(name)
+        return self.findings.get(name) is True
+
     def time_of(self, reading: Reading) -> datetime:
         """A reading's time; undated readings count as current."""
         return aware(reading.time) if reading.time else self.as_of

@@ -247,9 +247,15 @@ def _check_text(
 
 
 def _check_point_scores(
-    files: list[LoadedFile], cat: Catalogue, models: set[str], points: set[str]
+    files: list[LoadedFile],
+    cat: Catalogue,
+    models: set[str],
+    points: set[str],
+    produced: set[str],
+    sites: list[RuleSite],
 ) -> list[Problem]:
-    """Items are well formed, read known facts and mention no findings."""
+    """Items are well formed and read known facts, and any finding they read
+    is asserted by a rule and does not rest on the score itself."""
     from .compiler import mentions_finding
 
     out: list[Problem] = []
@@ -303,15 +309,24 @@ def _check_point_scores(
                     cond = getattr(item, key)
                     if cond is None:
                         continue
-                    if mentions_finding(cond):
+                    looped = mentions_finding(cond) and _findings_reading_points(
+                        score.id, sites
+                    ).intersection(
+                        c.finding
+                        for c, _ in _walk(cond, raw_item[key])
+                        if isinstance(c, rf.FindingTest)
+                    )
+                    if looped:
                         out.append(
                             _problem(
                                 site,
                                 site.at(raw_item, key),
-                                f"item `{item.id}` tests a finding; point "
-                                "score items read facts only",
-                                "test the facts the finding comes from",
-                                "point-item",
+                                f"item `{item.id}` reads finding "
+                                f"`{sorted(looped)[0]}`, which rests on the "
+                                f"point score `{score.id}` itself",
+                                "an item may read only findings that do not "
+                                "depend on its own score",
+                                "cycle",
                             )
                         )
                         continue
@@ -331,7 +346,7 @@ def _check_point_scores(
                         )
                         continue
                     out += _check_when(
-                        site, cat, models, set(), points, (cond, raw_item[key])
+                        site, cat, models, produced, points, (cond, raw_item[key])
                     )
                 if banded:
                     assert item.bands is not None
@@ -567,6 +582,29 @@ def _check_calculation_findings(
     return problems
 
 
+def _findings_reading_points(score: str, sites: list[RuleSite]) -> set[str]:
+    """Findings asserted by rules that read point score ``score``, directly or
+    through findings."""
+    from .compiler import produced_by
+
+    resting: set[str] = set()
+    grown = True
+    while grown:
+        grown = False
+        for site in sites:
+            conds = [c for c, _ in _walk(site.rule.when, site.raw["when"])]
+            reads = any(
+                isinstance(c, rf.PointsTest) and c.points == score for c in conds
+            ) or any(
+                isinstance(c, rf.FindingTest) and c.finding in resting for c in conds
+            )
+            made = set(produced_by(site.rule))
+            if reads and not made <= resting:
+                resting |= made
+                grown = True
+    return resting
+
+
 def _findings_resting_on(fact: str, sites: list[RuleSite]) -> set[str]:
     """Findings asserted by rules that read ``fact``, directly or through findings."""
     from .compiler import produced_by
@@ -606,7 +644,7 @@ def check_rule_files(
     seen: dict[str, RuleSite] = {}
     ruleset_ids: dict[str, LoadedFile] = {}
     points = {p.id for f in files for p in f.model.point_scores}
-    problems += _check_point_scores(files, catalogue, models, points)
+    problems += _check_point_scores(files, catalogue, models, points, produced, sites)
     for site in sites:
         for made in produced_by(site.rule):
             if made in points:

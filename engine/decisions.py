@@ -75,6 +75,9 @@ def _compile(cond: rf.Condition) -> Decider:
         return lambda view, _scores, _points: view.allergic_to(allergen)
     if isinstance(cond, rf.FactComparison):
         return _comparison(cond)
+    if isinstance(cond, rf.FindingTest):  # in a point-score item only
+        finding = cond.finding
+        return lambda view, _scores, _points: view.finding(finding)
 
     # Scores and point scores: their full result is cheap next to what they
     # read (a model's output, a whole point score kept per case).

@@ -355,11 +355,12 @@ def _run(
             else:
                 found.setdefault(f, False)
 
-    # A calculation that reads a finding (the pooled cohort equations read a
-    # diabetes the laboratory rules confirm) ran before the rules decided it.
-    # If the finding holds, the case is evaluated again with it known: the
-    # finding does not rest on what the calculation gives (engine.checks), so
-    # the second pass decides it the same way.
+    # A calculation or a point-score item that reads a finding (the pooled
+    # cohort equations and CHA2DS2-VASc read a diabetes the laboratory rules
+    # confirm) ran before the rules decided it, reading it as absent. If the
+    # finding holds, the case is evaluated again with it known: the finding
+    # does not rest on what read it (engine.checks), so the second pass
+    # decides it the same way.
     if (
         not view.findings
         and view.reads_findings

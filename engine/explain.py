@@ -359,11 +359,13 @@ def why_not(
     unknown = {
         p for r in kb.rules if r.rule.id in undetermined_rules for p in r.produces
     }
-    view = _view(kb, case, as_of)
-    if view.reads_findings & found:
-        # As the evaluation did: calculations that read a finding that held
-        # are worked out again with it (engine.evaluation).
-        view = _view(kb, case, as_of, {f: f in found for f in view.reads_findings})
+    # As the evaluation's last pass: calculations and point-score items read
+    # the findings as the rules decided them (engine.evaluation).
+    decided = {
+        f: True if f in found else None if f in unknown else False
+        for f in {p for r in kb.rules for p in r.produces}
+    }
+    view = _view(kb, case, as_of, decided)
     scores = _scores(kb, view)
     points = evaluate_points(view, kb.point_scores, scores)
     examiner = _Examiner(view, scores, points, found, unknown - found)

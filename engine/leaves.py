@@ -459,6 +459,9 @@ def _evaluate(
         ok = view.allergic_to(cond.allergic_to)
         name = f"allergic_to:{cond.allergic_to}"
         return LeafResult(ok, facts=[FactUsed(name=name, value=ok)])
+    if isinstance(cond, rf.FindingTest):  # in a point-score item only
+        found = view.finding(cond.finding)
+        return LeafResult(found, facts=[FactUsed(name=cond.finding, value=found)])
     if isinstance(cond, rf.AllOf):
         return _combine_all([evaluate_leaf(view, c, scores, points) for c in cond.all])
     if isinstance(cond, rf.AnyOf):

@@ -426,7 +426,7 @@ class PointItem(_Strict):
     id: str = Field(pattern=_ID)
     title: str | None = None
     points: float | None = Field(None, description="Points when `when` holds.")
-    when: Condition | None = Field(None, description="A condition without findings.")
+    when: Condition | None = Field(None, description="Facts, or findings of the rules.")
     fact: str | None = Field(None, description="The fact a banded item reads.")
     value: Literal["latest", "mean", "min", "max"] = "latest"
     within: str | None = None

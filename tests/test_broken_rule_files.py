@@ -193,6 +193,14 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "item `y` tests a point score; items are computed together and read facts only",
         "test the facts that score reads",
     ),
+    "points_finding_cycle.yaml": (
+        11,
+        31,
+        "risk",
+        "item `high` reads finding `high_risk`, which rests on the point score "
+        "`risk` itself",
+        "an item may read only findings that do not depend on its own score",
+    ),
     "made_and_blocked.yaml": (
         12,
         5,
