@@ -772,7 +772,8 @@ def batch(
     NDJSON files of bundles or case files, and FHIR bulk-export NDJSON
     (Patient.ndjson, Observation.ndjson, ...: grouped by patient). Each line is
     the assessment (as `evaluate --format json`) or an error record
-    {"status": "error", "file", "line", "error", "reason"}. Exit code 0 all
+    {"status": "error", "file", "line", "case_id", "error", "reason", "notice"}.
+    Exit code 0 all
     evaluated, 7 some inputs failed, 130 interrupted; 2, 3, 4, 5 as `evaluate`.
     """
     when: datetime | Literal["last"] = "last"
@@ -791,6 +792,16 @@ def batch(
             f".yml, .ndjson or .jsonl): {named}[/]",
             highlight=False,
         )
+    if str(out_path) != "-" and out_path.exists():
+        target = out_path.resolve()
+        if any(f.resolve() == target for _, files in plan.sources for f in files):
+            # Opening it for writing would empty an input before it is read.
+            _fail(
+                f"--out {out_path} is also one of the inputs; writing to it would "
+                "destroy it. Write the results to another file",
+                EXIT_USAGE,
+            )
+            return
     kb = _load(rules, models, approved_only)
     spec = batch_engine.KnowledgeBaseSpec(
         (str(rules),) if rules else None, str(models) if models else None, approved_only

@@ -772,6 +772,21 @@ def test_an_output_in_a_missing_folder_says_to_create_it(tmp_path: Path) -> None
     assert f"the folder {out.parent} does not exist: create it first" in said
 
 
+def test_an_output_that_is_one_of_the_inputs_is_refused_and_left_intact(
+    tmp_path: Path,
+) -> None:
+    case = tmp_path / "c3.yaml"
+    text = "patient: {age: 50, sex: female}\nfacts: {systolic_bp: 150 mmHg}\n"
+    case.write_text(text, encoding="utf-8")
+    code, out, err = run("batch", str(case), "--out", str(case))
+    assert code == 2 and out == ""
+    assert "is also one of the inputs" in " ".join(err.split())
+    assert case.read_text(encoding="utf-8") == text
+    # Reached through a folder and another spelling of the same path, too.
+    code, _, _ = run("batch", str(tmp_path), "--out", str(tmp_path / "." / "c3.yaml"))
+    assert code == 2 and case.read_text(encoding="utf-8") == text
+
+
 def test_files_in_a_folder_that_are_not_inputs_are_named(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
