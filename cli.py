@@ -112,10 +112,13 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
             )
         return last_recorded
     try:
-        parsed = datetime.fromisoformat(value)
+        # A date alone is the end of that day, so that the day's readings
+        # count. (datetime.fromisoformat also takes a date alone, as midnight:
+        # the date is tried first.)
+        parsed = datetime.combine(date.fromisoformat(value), time(23, 59, 59))
     except ValueError:
         try:
-            parsed = datetime.combine(date.fromisoformat(value), time(23, 59, 59))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             _fail(
                 f"--as-of `{value}` is not a date (YYYY-MM-DD), a date-time or `last`",
@@ -191,8 +194,8 @@ def main(verbose: int) -> None:
     "--as-of",
     "as_of",
     default=None,
-    help="Evaluation time: YYYY-MM-DD, a date-time, or `last` (the record's "
-    "last entry). Default: now.",
+    help="Evaluation time: YYYY-MM-DD (the end of that day, UTC), a date-time, "
+    "or `last` (the record's last entry). Default: now.",
 )
 @click.option(
     "--rules",

@@ -471,7 +471,10 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
             {"fullUrl": "Medication/m1", "resource": medication},
         ],
     }
-    alone = json.loads(kb.evaluate(one, as_of=AS_OF).model_dump_json())
+    # --as-of 2024-06-01 is the end of that day.
+    end_of_day = AS_OF.replace(hour=23, minute=59, second=59)
+    assert docs[2]["as_of"] == "2024-06-01T23:59:59Z"
+    alone = json.loads(kb.evaluate(one, as_of=end_of_day).model_dump_json())
     assert {**docs[2], "source": "<bundle>"} == alone
     assert alone["patient"]["medications"] == ["metformin"]
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]

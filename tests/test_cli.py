@@ -63,6 +63,24 @@ def test_an_80_column_terminal_wraps_ids_and_evidence_instead_of_cutting_them() 
     assert "diabetes_two_tes" in result.stdout and "diabetes_repeate" in result.stdout
 
 
+def test_as_of_a_date_counts_the_readings_of_that_day(tmp_path: Path) -> None:
+    case = _case_file(
+        tmp_path / "today.yaml",
+        "patient: {age: 50, sex: female}\n"
+        "facts:\n"
+        "  systolic_bp: [150 mmHg @ 2024-03-01, 152 mmHg @ 2024-04-02T10:00]\n"
+        "  diastolic_bp: [85 mmHg @ 2024-03-01, 86 mmHg @ 2024-04-02T10:00]\n",
+    )
+    code, out, _ = _run("evaluate", case, "--as-of", "2024-04-02", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["as_of"] == "2024-04-02T23:59:59Z"
+    assert not any("after the evaluation time" in n for n in doc["notes"])
+    stage_2 = next(f for f in doc["findings"] if f["id"] == "stage_2_hypertension")
+    [bp] = [u for u in stage_2["evidence"]["facts"] if u["name"] == "systolic_bp"]
+    assert bp["value"] == 151.0 and bp["aggregate"] == "mean"
+
+
 def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
     # A blood-pressure visit has none of the breast cytology model's inputs:
     # one line names what is missing, not a paragraph per model.
