@@ -61,8 +61,22 @@ def read_input(path: Path | str, *, catalogue: Catalogue | None = None) -> Case:
     """
     path = Path(path)
     source = display_path(path)
-    if not path.exists():
-        raise InputError(source, "", "the file does not exist", "check the path")
+    try:
+        found = path.exists()
+    except OSError as err:  # a name too long, say
+        found, why = False, f"not a usable path: {err.strerror or err}"
+    else:
+        why = "the file does not exist"
+    if not found:
+        if str(path).lstrip().startswith(("{", "<")):
+            # A document passed where its path belongs: not echoed back.
+            raise InputError(
+                "<text>",
+                "",
+                "this is the text of a document, not a path to a file",
+                "pass the parsed bundle (json.loads(text)) or the path of the file",
+            )
+        raise InputError(source[:200], "", why, "check the path")
     if path.is_dir():
         raise InputError(source, "", "this is a directory, not a file", "name a file")
     try:

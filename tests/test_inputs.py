@@ -157,3 +157,15 @@ def test_a_truncated_bundle_is_placed_and_worded_whole(tmp_path: Path) -> None:
     assert (
         info.value.reason == "neither JSON nor YAML: Unterminated string starting here"
     )
+
+
+def test_document_text_passed_as_a_path_is_an_input_error_that_says_so() -> None:
+    text = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []})
+    with pytest.raises(InputError) as info:
+        read_input(text * 40)  # longer than any file name
+    assert info.value.source == "<text>"
+    assert "the text of a document, not a path to a file" in str(info.value)
+    assert "json.loads(text)" in str(info.value)
+    with pytest.raises(InputError) as long_name:
+        read_input("x" * 5000)
+    assert "not a usable path: File name too long" in str(long_name.value)
