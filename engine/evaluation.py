@@ -80,6 +80,7 @@ def _row(
 
 # [convention] The rules read laboratory results within 12 months.
 _STALE = timedelta(days=365)
+_OLDEST = 130  # years: the top of the catalogue's plausible range for age
 
 
 def _score(name: str, s: ModelScore) -> Score:
@@ -192,6 +193,15 @@ def _view(
             else "check the record's birth date, or evaluate at a later time (--as-of)",
         )
     view = CaseView(case, as_of, kb.catalogue, findings=findings or {})
+    age = view.age()
+    if age is not None and age > _OLDEST:
+        # The catalogue's plausible range for age; the date is not repeated.
+        raise InputError(
+            case.source or case.case_id,
+            "birth date",
+            f"the patient would be {age} years old at the evaluation time",
+            "check the evaluation time (--as-of) and the record's birth date",
+        )
     run_calculations(view, kb.calculations)
     return view
 

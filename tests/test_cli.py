@@ -194,6 +194,24 @@ def test_a_birth_date_in_the_future_is_an_input_error(tmp_path: Path) -> None:
         assert out == ""
 
 
+def test_an_evaluation_time_that_makes_the_patient_older_than_130_is_refused(
+    tmp_path: Path,
+) -> None:
+    case = _case_file(
+        tmp_path / "typo.yaml",
+        "patient: {birth_date: 1960-03-01, sex: male}\n"
+        "facts:\n  hba1c: 7.1 % @ 2024-01-10\n",
+    )
+    for command in ("evaluate", "explain"):
+        code, out, err = _run(command, case, "--as-of", "3000-01-01")
+        assert code == EXIT_INPUT, (command, err)
+        assert "the patient would be 1039 years old at the evaluation time" in err
+        assert "1960" not in err
+        assert out == ""
+    code, _, _ = _run("evaluate", case, "--as-of", "2090-01-01")  # 129: still taken
+    assert code == 0
+
+
 def test_a_missing_rule_folder_is_named_without_a_line_zero(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     code, _out, err = _run("evaluate", str(EXAMPLE), "--rules", str(missing))
