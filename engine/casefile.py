@@ -548,7 +548,9 @@ class _CaseReader:
         if note:
             self.notes.append(f"{note} ({label})")
         try:
-            doubt = plausibility_note(fact, float(value), recorded, label)
+            # Dated in the note: readings on one line are told apart.
+            dated = f"{label}, {when.date().isoformat()}" if when else label
+            doubt = plausibility_note(fact, float(value), recorded, dated)
         except UnitError as err:
             self.fail(pos, path, str(err))
         if doubt:

@@ -29,11 +29,13 @@ from .assessment import (
 from .caseview import CaseView
 from .certainty import combine_for_and_against, disagrees, update_with_score
 from .compiler import CompiledRule, Literal
+from .errors import UnitError
 from .facts import Case, aware
 from .truth import LeafSource
+from .values import plausibility_note
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from .knowledge import KnowledgeBase
     from .points import Points
@@ -249,6 +251,9 @@ def assemble(
             )
 
     problem_list = problems()
+    problem_list += _resting_on_implausible(
+        view, [*diagnoses, *findings.values(), *recommendations]
+    )
     state = "complete" if not problem_list else "partial"
     if not view.readings and not case.conditions and not case.medications:
         state = "not_evaluable"
@@ -392,3 +397,45 @@ def _recommendation_text(kb: KnowledgeBase, rid: str) -> tuple[str, str]:
             ):
                 return action.recommendation.text, action.recommendation.strength
     return rid, "n/a"
+
+
+def _resting_on_implausible(
+    view: CaseView, conclusions: Sequence[Diagnosis | Finding | Recommendation]
+) -> list[str]:
+    """A problem for each value outside its fact's plausible range (a systolic
+    of 1400 typed for 140) that a conclusion rests on, naming the conclusions.
+
+    The value is used as recorded, since a range cannot tell an error from a
+    rare extreme (a glucose of 1600 mg/dL in a hyperosmolar state); the
+    conclusions are made, and the assessment is partial until someone checks
+    the record.
+    """
+    quantities = view.catalogue.quantities
+    resting: dict[str, list[str]] = {}
+    for c in conclusions:
+        for used in c.evidence.facts:
+            fact = quantities.get(used.name)
+            value = used.value
+            if (
+                fact is None
+                or fact.plausible is None
+                or isinstance(value, bool)
+                or not isinstance(value, float | int)
+            ):
+                continue
+            unit = used.unit or fact.unit
+            try:
+                doubt = plausibility_note(fact, float(value), unit, "")
+            except UnitError:
+                continue
+            if doubt:
+                low, high = fact.plausible
+                shown = (
+                    f"{used.name} {value:g} {unit} is outside the plausible range "
+                    f"{low:g}-{high:g} {fact.unit}"
+                )
+                resting.setdefault(shown, []).append(c.id)
+    return [
+        f"{shown}: check the record before acting on {', '.join(dict.fromkeys(ids))}"
+        for shown, ids in resting.items()
+    ]

@@ -122,5 +122,6 @@ def plausibility_note(
         return None
     return (
         f"{fact.name} {value:g} {unit} ({label}) is outside the plausible range "
-        f"{low:g}-{high:g} {fact.unit}; kept as recorded"
+        f"{low:g}-{high:g} {fact.unit}; kept as recorded (any conclusion "
+        "resting on it is named under problems)"
     )

@@ -293,3 +293,48 @@ def test_a_score_from_inputs_older_than_a_year_says_so() -> None:
         "evaluation time: bmi, systolic_bp, diastolic_bp, total_cholesterol"
     )
     assert note.count("total_cholesterol") == 1
+
+
+def test_conclusions_resting_on_an_implausible_value_make_the_assessment_partial() -> (
+    None
+):
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 4, 2, tzinfo=UTC)
+    typed = tuple(
+        Reading(value=v, unit="mm[Hg]", time=datetime(2024, m, 1, tzinfo=UTC))
+        for v, m in ((1400.0, 3), (1400.0, 4))
+    )
+    normal = tuple(
+        Reading(value=80.0, unit="mm[Hg]", time=datetime(2024, m, 1, tzinfo=UTC))
+        for m in (3, 4)
+    )
+    case = Case(
+        case_id="typo",
+        age=60,
+        sex="male",
+        readings={"systolic_bp": typed, "diastolic_bp": normal},
+    )
+    result = kb.evaluate(case, as_of=when)
+    # The value is used as recorded (a range cannot tell a typo from a rare
+    # extreme), but the assessment is partial and names what rests on it.
+    assert result.status == "partial"
+    [problem] = result.problems
+    assert problem.startswith(
+        "systolic_bp 1400 mm[Hg] is outside the plausible range 40-300 mm[Hg]: "
+        "check the record before acting on "
+    )
+    assert "hypertensive_crisis" in problem
+    assert "assess_target_organ_damage_urgently" in problem
+    # 140 is plausible: complete, no problem.
+    fixed = case.model_copy(
+        update={
+            "readings": {
+                "systolic_bp": tuple(
+                    r.model_copy(update={"value": 140.0}) for r in typed
+                ),
+                "diastolic_bp": normal,
+            }
+        }
+    )
+    again = kb.evaluate(fixed, as_of=when)
+    assert again.status == "complete" and again.problems == []
