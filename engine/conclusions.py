@@ -250,7 +250,7 @@ def assemble(
                 )
             )
 
-    problem_list = problems()
+    problem_list = [*case.problems, *problems()]
     problem_list += _resting_on_implausible(
         view, [*diagnoses, *findings.values(), *recommendations]
     )

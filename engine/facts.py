@@ -85,6 +85,9 @@ class Case(BaseModel):
             defaults on historic records).
         notes: Things the reader skipped or doubted (unknown units, codes),
             shown to the user as data-quality notes.
+        problems: Facts the reader left out whole because one of their
+            values could not be read (a unit that is not UCUM): rules that
+            need them cannot be determined, and an assessment is partial.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -101,6 +104,7 @@ class Case(BaseModel):
     allergies: tuple[CodedEntry, ...] = ()
     last_recorded: datetime | None = None
     notes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
     @field_validator("readings")
     @classmethod

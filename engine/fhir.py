@@ -252,7 +252,11 @@ def _read(
     last, later = reader.last_entry()
     if later:
         reader.notes.append(later)
-    readings = {name: tuple(values) for name, values in reader.readings.items()}
+    readings = {
+        name: tuple(values)
+        for name, values in reader.readings.items()
+        if name not in reader.unusable
+    }
     logger.debug(
         "read bundle %s: %d readings, %d conditions, %d medications",
         patient.id,
@@ -275,6 +279,7 @@ def _read(
         allergies=tuple(reader.allergies),
         last_recorded=last,
         notes=tuple(reader.notes),
+        problems=tuple(reader.unusable.values()),
     )
 
 

@@ -91,11 +91,21 @@ class ResourceReader:
         self.allergies: list[CodedEntry] = []
         self.notes: list[str] = []
         self.unit_notes: dict[str, int] = {}
+        self.unusable: dict[str, str] = {}  # fact: why it is left out
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
         self.read_at = datetime.now(UTC)
         self._quantity_codes, self._text_codes = catalogue.loinc_codes()
         self._units: dict[tuple[str | None, str], tuple[str, str]] = {}
+
+    def cannot_use(self, name: str, where: str, reason: str) -> None:
+        """Leave a fact out whole: one of its values cannot be read.
+
+        Its other readings are left out too: without the one that failed, the
+        latest reading or a mean could be wrong, where a fact left out makes
+        the rules that need it cannot be determined.
+        """
+        self.unusable.setdefault(name, f"{name} not used: {where.strip()}: {reason}")
 
     def fail(self, where: str, reason: str, hint: str = "") -> InputError:
         return InputError(source=self.source, where=where, reason=reason, hint=hint)
@@ -364,11 +374,9 @@ class ResourceReader:
             try:
                 verdict = self._units[raw, name] = accept_unit(raw, fact)
             except UnitError as err:
-                raise self.fail(
-                    f"{where}valueQuantity.{field}",
-                    str(err),
-                    f"record the value in one of: {', '.join(fact.units)}",
-                ) from None
+                hint = f"record the value in one of: {', '.join(fact.units)}"
+                self.cannot_use(name, f"{where}valueQuantity.{field}", f"{err}; {hint}")
+                return
         unit, note = verdict
         if note:
             self.unit_notes[note] = self.unit_notes.get(note, 0) + 1
@@ -376,7 +384,8 @@ class ResourceReader:
         try:
             doubt = plausibility_note(fact, value, unit, source)
         except UnitError as err:
-            raise self.fail(f"{where}valueQuantity.{field}", str(err)) from None
+            self.cannot_use(name, f"{where}valueQuantity.{field}", str(err))
+            return
         if doubt:
             self.notes.append(doubt)
         self.readings.setdefault(name, []).append(

@@ -101,10 +101,9 @@ def write_json(path: Path, document: Any) -> Path:
 
 
 def broken_files(folder: Path) -> dict[str, Path]:
-    """The three broken kinds: not JSON, no Patient, a unit of another fact."""
+    """The three broken kinds: not JSON, no Patient, a date that is none."""
     folder.mkdir(parents=True, exist_ok=True)
-    bad_unit = bp("u1", "pu", 150, 90, "2024-03-01T09:30:00+00:00")
-    bad_unit["component"][0]["valueQuantity"].update(unit="kg", code="kg")
+    bad_date = bp("u1", "pu", 150, 90, "2024-13-45T09:30:00+00:00")
     not_json = folder / "not-json.json"
     not_json.write_text('{"resourceType": "Bundle", "entry": [', encoding="utf-8")
     return {
@@ -112,8 +111,8 @@ def broken_files(folder: Path) -> dict[str, Path]:
         "no_patient": write_json(
             folder / "no-patient.json", bundle(hypertensive("pn")[1:])
         ),
-        "bad_unit": write_json(
-            folder / "bad-unit.json", bundle([patient("pu"), bad_unit])
+        "bad_date": write_json(
+            folder / "bad-date.json", bundle([patient("pu"), bad_date])
         ),
     }
 
@@ -182,7 +181,10 @@ def test_broken_files_beside_the_shared_ones_give_one_error_line_each(
     assert sorted(errors) == sorted(p.name for p in broken.values())
     assert "neither JSON nor YAML" in errors["not-json.json"]["reason"]
     assert "no Patient resource" in errors["no-patient.json"]["reason"]
-    assert "`kg` is not a unit of systolic_bp" in errors["bad-unit.json"]["reason"]
+    assert (
+        "is not a valid date (month must be in 1..12)"
+        in (errors["bad-date.json"]["reason"])
+    )
     assert all(e["line"] is None and e["error"] == "input" for e in errors.values())
     assert "failures (error records) │ 3" in err
 
@@ -206,14 +208,14 @@ def test_mixed_folder_keeps_file_order_and_the_exit_code_says_failures(
     )
     docs = lines(out)
     assert [Path(d.get("file") or d["source"]).name for d in docs] == [
-        "a-good.json", "bad-unit.json", "no-patient.json", "not-json.json",
+        "a-good.json", "bad-date.json", "no-patient.json", "not-json.json",
         "z-good.json",
     ]  # fmt: skip
     assert [d["status"] for d in docs] == ["complete"] + ["error"] * 3 + ["complete"]
     assert docs[0]["case_id"] == "pa"
     assert {d["id"] for d in docs[0]["diagnoses"]} == {"hypertension"}
     assert [d["file"] for d in docs[1:4]] == [
-        str(broken[k]) for k in ("bad_unit", "no_patient", "not_json")
+        str(broken[k]) for k in ("bad_date", "no_patient", "not_json")
     ]
     assert "failures (error records) │ 3" in err
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engine import KnowledgeBase
 from engine.catalogue import default_catalogue, parse_catalogue
 from engine.errors import InputError
 from engine.facts import Case
@@ -350,25 +351,51 @@ def test_comparator_value_is_not_read_as_a_number() -> None:
         ("mg/dL", "`mg/dL` is not a unit of systolic_bp (accepted: mm[Hg])"),
     ],
 )
-def test_bad_unit_names_unit_fact_and_accepted_units(unit: str, reason: str) -> None:
-    err = error(bundle(observation("abc123", "8480-6", 142, unit)))
-    assert err.where == "Observation/abc123 (entry 1) valueQuantity.code"
-    assert err.reason == reason
-    assert err.hint == "record the value in one of: mm[Hg]"
+def test_a_bad_unit_leaves_its_fact_out_whole_and_says_where(
+    unit: str, reason: str
+) -> None:
+    # One unreadable value makes the whole fact unusable: with the rest kept,
+    # the latest reading or a mean could be wrong. The rest of the record is
+    # read, and the assessment is partial.
+    case = read(
+        observation("ok1", "8480-6", 128, "mm[Hg]", "2024-02-01"),
+        observation("abc123", "8480-6", 142, unit, "2024-03-01"),
+        observation("a1c", "4548-4", 7.1, "%"),
+    )
+    assert "systolic_bp" not in case.readings
+    assert [r.value for r in case.readings["hba1c"]] == [7.1]
+    assert case.problems == (
+        "systolic_bp not used: Observation/abc123 (entry 2) valueQuantity.code: "
+        f"{reason}; record the value in one of: mm[Hg]",
+    )
+    when = datetime(2024, 4, 1, tzinfo=UTC)
+    result = KnowledgeBase.load().evaluate(case, as_of=when)
+    assert result.status == "partial"
+    assert result.problems[0] == case.problems[0]
+    assert any(u.rule_id == "bp_stage_2" for u in result.undetermined)
 
 
-def test_missing_unit_is_an_error_naming_the_unit_field() -> None:
-    err = error(bundle(observation("n", "4548-4", 7.0, None)))
-    assert err.where == "Observation/n (entry 1) valueQuantity.unit"
-    assert err.reason == "the value has no unit; hba1c is recorded in %, mmol/mol"
+def test_a_missing_unit_leaves_its_fact_out_naming_the_unit_field() -> None:
+    case = read(observation("n", "4548-4", 7.0, None))
+    assert "hba1c" not in case.readings
+    assert case.problems == (
+        "hba1c not used: Observation/n (entry 1) valueQuantity.unit: the value has "
+        "no unit; hba1c is recorded in %, mmol/mol; record the value in one of: "
+        "%, mmol/mol",
+    )
 
 
-def test_bad_component_unit_names_the_component() -> None:
+def test_a_bad_component_unit_names_the_component() -> None:
     panel = bp_panel("bp9", 142, 88, "2024-03-01")
     panel["component"][1]["valueQuantity"].update(code="kg", unit="kg")
-    err = error(bundle(panel))
-    assert err.where == "Observation/bp9 (entry 1) component[1].valueQuantity.code"
-    assert "diastolic_bp" in err.reason
+    case = read(panel)
+    assert "diastolic_bp" not in case.readings
+    assert [r.value for r in case.readings["systolic_bp"]] == [142.0]
+    [problem] = case.problems
+    assert problem.startswith(
+        "diastolic_bp not used: Observation/bp9 (entry 1) "
+        "component[1].valueQuantity.code"
+    )
 
 
 def test_kpa_blood_pressure_is_accepted_as_the_same_dimension() -> None:
@@ -881,13 +908,16 @@ def test_custom_catalogue_reads_its_own_facts() -> None:
     assert [(r.value, r.unit) for r in case.readings["pain"]] == [(4.0, "{score}")]
 
 
-def test_accepted_unit_without_a_conversion_is_an_error() -> None:
+def test_an_accepted_unit_without_a_conversion_leaves_the_fact_out() -> None:
     # The catalogue accepts mmol/L but gives no factor to its canonical mg/dL.
     data = bundle(observation("g", "2339-0", 7.0, "mmol/L"))
-    with pytest.raises(InputError) as info:
-        read_bundle(data, source="t", catalogue=CUSTOM)
-    assert info.value.where == "Observation/g (entry 1) valueQuantity.code"
-    assert "cannot be converted" in info.value.reason
+    case = read_bundle(data, source="t", catalogue=CUSTOM)
+    assert not case.readings.get("glucose_x")
+    [problem] = case.problems
+    assert problem.startswith(
+        "glucose_x not used: Observation/g (entry 1) valueQuantity.code"
+    )
+    assert "cannot be converted" in problem
 
 
 def test_nan_value_is_refused() -> None:

@@ -199,7 +199,6 @@ FALLS_BACK = {
     "observation without an id string": [patient(), survey("s", id=12)],
     # The usual way refuses these, with its located messages.
     "malformed Observation of a fact": [patient(), glucose("g", "5.5")],
-    "unit its fact does not accept": [patient(), glucose("g", unit="furlong")],
     "bad date of a fact": [patient(), glucose("g", effectiveDateTime="soon")],
     "no Patient": [glucose("g")],
     "two Patients": [patient(), patient(id="p2")],
@@ -216,6 +215,19 @@ def test_what_the_fast_way_gives_up_reads_as_the_usual_way(
     fast, usual, taken = both_ways(tmp_path, encode(document(resources)))
     assert not taken
     assert fast == usual
+
+
+def test_a_unit_its_fact_does_not_accept_leaves_the_fact_out_both_ways(
+    tmp_path: Path,
+) -> None:
+    raw = encode(document([patient(), glucose("g", unit="furlong"), glucose("h")]))
+    fast, usual, taken = both_ways(tmp_path, raw)
+    assert taken
+    assert isinstance(fast, Case)
+    assert fast == usual
+    assert "random_glucose" not in fast.readings
+    [problem] = fast.problems
+    assert problem.startswith("random_glucose not used: Observation/g (entry 1)")
 
 
 def test_a_malformed_observation_of_a_fact_gets_its_located_message(
