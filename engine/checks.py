@@ -17,9 +17,15 @@ from .cutpoints import parse_threshold
 from .errors import Problem, UnitError
 from .loader import LoadedFile
 from .nearest import suggest
-from .units import same_dimension
+from .units import convert, same_dimension
 
 __all__ = ["RuleSite", "check_rule_files", "rule_sites"]
+
+# One cut point in two units (126 mg/dL, 7.0 mmol/L) is the same value
+# converted, give or take the rounding of the guideline's pair: KDIGO's
+# 30 mg/g and 3 mg/mmol differ by 13 %. A pair further apart than this
+# (2.26 mg/dL beside 20 umol/L, ten times off) is a slip.
+_PAIR = 1.25
 
 _OPS = ("above", "at_least", "below", "at_most")
 
@@ -144,6 +150,7 @@ def _check_comparison(
         value = getattr(cond, op)
         if value is None:
             continue
+        pair: list[tuple[float, str, float]] = []  # value, unit, canonical value
         for item in value if isinstance(value, list) else [value]:
             try:
                 cut = parse_threshold(item)
@@ -195,20 +202,41 @@ def _check_comparison(
                     )
                 )
                 continue
-            if fact.plausible and cut.unit == fact.unit:
+            try:
+                canonical = convert(cut.value, cut.unit, fact.unit, fact)
+            except UnitError:
+                continue  # no conversion known: the unit is compared as it is
+            pair.append((cut.value, cut.unit, canonical))
+            if fact.plausible:
                 lo, hi = fact.plausible
-                if not lo <= cut.value <= hi:
+                if not lo <= canonical <= hi:
+                    shown = (
+                        f"{cut.value:g} {cut.unit}"
+                        if cut.unit == fact.unit
+                        else f"{cut.value:g} {cut.unit} ({canonical:.3g} {fact.unit})"
+                    )
                     out.append(
                         _problem(
                             site,
                             site.at(raw, op),
-                            f"{cut.value:g} {cut.unit} is outside the plausible range "
-                            "of "
+                            f"{shown} is outside the plausible range of "
                             f"{cond.fact} ({lo:g} to {hi:g} {fact.unit})",
                             "check the number and its unit",
                             "implausible",
                         )
                     )
+        values = [c for *_, c in pair]
+        if len(values) > 1 and min(values) > 0 and max(values) / min(values) > _PAIR:
+            said = ", ".join(f"{v:g} {u} is {c:.3g} {fact.unit}" for v, u, c in pair)
+            out.append(
+                _problem(
+                    site,
+                    site.at(raw, op),
+                    f"the cut points of `{op}` disagree: {said}",
+                    "give each unit the same cut point, converted (spec 0.2)",
+                    "unit-pair",
+                )
+            )
     return out
 
 

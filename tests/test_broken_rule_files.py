@@ -105,6 +105,23 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "1400 mm[Hg] is outside the plausible range of systolic_bp (40 to 300 mm[Hg])",
         "check the number and its unit",
     ),
+    # Checked in the fact's own unit, whatever the unit written.
+    "implausible_other_unit.yaml": (
+        9,
+        30,
+        "r1",
+        "3000 umol/L (33.9 mg/dL) is outside the plausible range of creatinine "
+        "(0.1 to 25 mg/dL)",
+        "check the number and its unit",
+    ),
+    "unit_pair.yaml": (
+        9,
+        30,
+        "r1",
+        "the cut points of `at_least` disagree: 2.26 mg/dL is 2.26 mg/dL, "
+        "20 umol/L is 0.226 mg/dL",
+        "give each unit the same cut point, converted (spec 0.2)",
+    ),
     "text_fact_as_number.yaml": (
         9,
         12,
