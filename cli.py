@@ -326,14 +326,16 @@ def render(result: Assessment, console: Console) -> None:
     for col in ("id", "recommendation", "strength", "certainty", "status"):
         rt.add_column(col, overflow="fold")
     for r in result.recommendations:
-        status = (
-            "[green]recommended[/]"
-            if r.status == "recommended"
-            else (
-                "[red]blocked[/]: " + escape("; ".join(b.reason for b in r.blocked_by))
-            )
-        )
-        rt.add_row(r.id, escape(r.text), r.strength, _certainty(r.certainty), status)
+        made = bool(r.evidence.rules)
+        reasons = escape("; ".join(b.reason for b in r.blocked_by))
+        if r.status == "recommended":
+            status = "[green]recommended[/]"
+        elif made:
+            status = f"[red]blocked[/]: {reasons}"
+        else:  # no rule made it: a standing "do not", shown with its reason
+            status = f"[red]not to be given[/]: {reasons}"
+        certainty = _certainty(r.certainty) if made else "-"
+        rt.add_row(r.id, escape(r.text), r.strength, certainty, status)
     console.print(rt if result.recommendations else "[dim]No recommendations.[/]")
 
     # A model whose inputs this record lacks (a breast cytology model for a

@@ -81,6 +81,25 @@ def test_as_of_a_date_counts_the_readings_of_that_day(tmp_path: Path) -> None:
     assert bp["value"] == 151.0 and bp["aggregate"] == "mean"
 
 
+def test_a_block_no_rule_made_reads_as_not_to_be_given(tmp_path: Path) -> None:
+    # Pregnancy blocks the ACE inhibitor recommendations whether or not a rule
+    # made them; one not made is not shown as if it had been indicated.
+    case = _case_file(
+        tmp_path / "pregnant.yaml",
+        "patient: {age: 32, sex: female}\n"
+        "conditions: [pregnancy, type_2_diabetes, hypertension]\n",
+    )
+    result = CliRunner().invoke(
+        main, ["evaluate", case, "--as-of", "2024-04-02"], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0
+    rows = [line for line in result.stdout.splitlines() if "acei_arb_" in line]
+    assert rows, result.stdout
+    blocked = [r for r in rows if "Pregnancy - ACE inhibitors and ARBs are" in r]
+    assert blocked and all("not to be given" in r for r in blocked)
+    assert not any("blocked" in r for r in rows)
+
+
 def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
     # A blood-pressure visit has none of the breast cytology model's inputs:
     # one line names what is missing, not a paragraph per model.
