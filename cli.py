@@ -34,7 +34,7 @@ import math
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -62,6 +62,7 @@ from engine import (
 from engine import batch as batch_engine
 from engine.bulk import names_input
 from engine.errors import CdssError, Problem
+from engine.facts import first_few
 from engine.knowledge import default_rules_dir, rule_file_paths
 from engine.nearest import suggest
 
@@ -87,12 +88,6 @@ def _certainty(value: float) -> str:
     if text == "1.00" and value < 1.0:
         return f"{math.floor(value * 1000) / 1000:.3f}"
     return text
-
-
-def _first_few(names: Sequence[str], shown: int = 3) -> str:
-    if len(names) <= shown:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def _fail(message: str, code: int) -> None:
@@ -341,7 +336,7 @@ def render(result: Assessment, console: Console) -> None:
     # A model whose inputs this record lacks (a breast cytology model for a
     # blood-pressure visit) is one dim line, not a paragraph per patient.
     unscored = [
-        f"{s.name} (missing {_first_few(s.missing)})"
+        f"{s.name} (missing {first_few(s.missing)})"
         for s in result.scores
         if s.value is None
     ]
@@ -791,7 +786,7 @@ def batch(
         return
     if plan.skipped:
         n = len(plan.skipped)
-        named = escape(_first_few([str(p) for p in plan.skipped]))
+        named = escape(first_few([str(p) for p in plan.skipped]))
         err_console.print(
             f"[dim]{n} file{'s' if n > 1 else ''} not read (not .json, .yaml, "
             f".yml, .ndjson or .jsonl): {named}[/]",

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Case", "CodedEntry", "Reading", "Sex", "aware", "last_entry"]
+__all__ = ["Case", "CodedEntry", "Reading", "Sex", "aware", "first_few", "last_entry"]
 
 Sex = Literal["female", "male", "other", "unknown"]
 
@@ -157,6 +157,13 @@ def aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def first_few(names: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: a list named in a message without flooding it."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
 def last_entry(
     readings: Mapping[str, Sequence[Reading]],
     entries: Iterable[CodedEntry],
@@ -186,11 +193,10 @@ def last_entry(
     if not later:
         return last, None
     names = list(later)
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
     one = len(names) == 1
     return last, (
         f"{len(names)} entr{'y is' if one else 'ies are'} dated later than the time "
-        f"the record was read ({', '.join(names[:3])}{more}; a data error?): the "
+        f"the record was read ({first_few(names)}; a data error?): the "
         f"last entry (as of last) is found without {'it' if one else 'them'}, and "
         f"no evaluation before {'its' if one else 'their'} date uses "
         f"{'it' if one else 'them'}"

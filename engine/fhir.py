@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from .catalogue import Catalogue, default_catalogue
 from .errors import InputError
-from .facts import Case, Reading, Sex
+from .facts import Case, Reading, Sex, first_few
 from .resourcereader import ResourceReader, kind_of, label_of
 from .resources import BUNDLE, ObservationData, Patient
 from .values import accept_unit, parse_datetime, plausibility_note
@@ -249,6 +249,12 @@ def _read(
         f"{note} ({count} value{'s' if count > 1 else ''})"
         for note, count in reader.unit_notes.items()
     )
+    if reader.preliminary:
+        n = len(reader.preliminary)
+        reader.notes.append(
+            f"{n} preliminary result{'s' if n > 1 else ''} read as recorded "
+            f"(status preliminary: may still change): {first_few(reader.preliminary)}"
+        )
     last, later = reader.last_entry()
     if later:
         reader.notes.append(later)

@@ -92,6 +92,7 @@ class ResourceReader:
         self.notes: list[str] = []
         self.unit_notes: dict[str, int] = {}
         self.unusable: dict[str, str] = {}  # fact: why it is left out
+        self.preliminary: list[str] = []  # results that may still change
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
         self.read_at = datetime.now(UTC)
@@ -198,6 +199,8 @@ class ResourceReader:
             return
         rid = obs.get("id")
         source = f"Observation/{rid}" if rid else label
+        if obs.get("status") == "preliminary":
+            self.preliminary.append(source)
         coded = self.text_facts(obs["code"].get("coding", ()))
         if coded:
             self.coded_value(coded, obs, source, label)

@@ -943,3 +943,15 @@ def test_a_reading_dated_in_the_future_does_not_move_the_last_entry() -> None:
         "(Observation/typo; a data error?)"
     )
     assert "2099" not in note
+
+
+def test_a_preliminary_result_is_read_and_noted() -> None:
+    early = observation("p2", "4548-4", 8.0, "%", "2024-01-01")
+    early["status"] = "preliminary"
+    final = observation("f1", "4548-4", 8.0, "%", "2024-02-01")
+    case = read(early, final)
+    assert [r.value for r in case.readings["hba1c"]] == [8.0, 8.0]
+    assert case.notes == (
+        "1 preliminary result read as recorded (status preliminary: may still "
+        "change): Observation/p2",
+    )
