@@ -259,6 +259,13 @@ def assemble(
         state = "not_evaluable"
         problem_list.append("the case holds no readings, conditions or medications")
     notes = [*case.notes, *view.notes, *disagreements]
+    if case.sex == "male" and view.has_condition("pregnancy"):
+        # Believed, not dropped: a pregnancy is possible whatever the recorded
+        # sex, and believing it is the safe side (ACE inhibitors, statins).
+        notes.append(
+            "a pregnancy is recorded for a patient whose recorded sex is male; "
+            "it is taken as recorded: check the record"
+        )
     for s in scores.values():
         if s.out_of_range:
             notes.append(

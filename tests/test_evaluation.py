@@ -338,3 +338,24 @@ def test_conclusions_resting_on_an_implausible_value_make_the_assessment_partial
     )
     again = kb.evaluate(fixed, as_of=when)
     assert again.status == "complete" and again.problems == []
+
+
+def test_a_pregnancy_recorded_for_a_man_is_believed_and_noted() -> None:
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 4, 2, tzinfo=UTC)
+    pregnancy = CodedEntry(
+        concept="pregnancy", system="http://snomed.info/sct", code="77386006"
+    )
+    diabetes = CodedEntry(
+        concept="type_2_diabetes", system="http://snomed.info/sct", code="44054006"
+    )
+    case = Case(case_id="m", age=32, sex="male", conditions=(pregnancy, diabetes))
+    result = kb.evaluate(case, as_of=when)
+    assert (
+        "a pregnancy is recorded for a patient whose recorded sex is male; it is "
+        "taken as recorded: check the record"
+    ) in result.notes
+    ids = {r.id: r.status for r in result.recommendations}
+    assert ids["acei_arb_contraindicated_pregnancy"] == "recommended"
+    female = kb.evaluate(case.model_copy(update={"sex": "female"}), as_of=when)
+    assert not any("recorded sex is male" in n for n in female.notes)
