@@ -565,6 +565,13 @@ def explain(
     """How each conclusion was reached (a tree), or --why-not one was not."""
     from engine.explain import how, why_not
 
+    if conclusion is not None and why is not None:
+        _fail(
+            f"give either a conclusion to explain ({conclusion}) or --why-not "
+            f"{why}, not both",
+            EXIT_USAGE,
+        )
+        return
     kb = _load(rules, models)
     try:
         case = read_input(file, catalogue=kb.catalogue)

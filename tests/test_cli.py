@@ -100,6 +100,14 @@ def test_a_block_no_rule_made_reads_as_not_to_be_given(tmp_path: Path) -> None:
     assert not any("blocked" in r for r in rows)
 
 
+def test_explain_refuses_a_conclusion_and_why_not_together() -> None:
+    code, out, err = _run(
+        "explain", str(EXAMPLE), "diabetes", "--why-not", "chronic_kidney_disease"
+    )
+    assert code == 2 and out == ""
+    assert "give either a conclusion to explain (diabetes) or --why-not" in err
+
+
 def test_scores_a_record_cannot_have_are_one_line(tmp_path: Path) -> None:
     # A blood-pressure visit has none of the breast cytology model's inputs:
     # one line names what is missing, not a paragraph per model.
