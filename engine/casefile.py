@@ -340,6 +340,14 @@ class _CaseReader:
             out["birth_date"] = born.date()
         if "deceased" in node:
             pos = _value_pos(node, "deceased")
+            if isinstance(node["deceased"], bool):
+                self.fail(
+                    pos,
+                    "patient.deceased",
+                    "`deceased` takes the date of death, not yes or no",
+                    "write the date (YYYY-MM-DD); leave `deceased` out while "
+                    "the date is not known",
+                )
             out["deceased"] = self.time(
                 node["deceased"], pos, "patient.deceased", identifying=True
             )

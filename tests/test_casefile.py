@@ -523,3 +523,10 @@ def test_a_name_typed_as_the_sex_is_not_repeated() -> None:
     err = error("patient: {sex: Mikel Baumbach}\n")
     assert "Mikel" not in str(err) and "Baumbach" not in str(err)
     assert err.hint == "use one of: female, male, other, unknown"
+
+
+def test_deceased_yes_or_no_asks_for_the_date_of_death() -> None:
+    err = error("patient: {age: 70, sex: male, deceased: true}\n")
+    assert err.where == "line 1, column 41 (patient.deceased)"
+    assert err.reason == "`deceased` takes the date of death, not yes or no"
+    assert err.hint.startswith("write the date (YYYY-MM-DD)")
