@@ -249,32 +249,33 @@ def check_rule_tests(
         if model is None:
             continue
         if model.ruleset is not None and model.ruleset not in kb.info.rulesets:
+            line, col = locate(raw, ("ruleset",))
             problems.append(
                 Problem(
                     str(path),
-                    1,
-                    1,
+                    line,
+                    col,
                     f"ruleset `{model.ruleset}` is not in the knowledge base being "
                     f"tested ({', '.join(sorted(kb.info.rulesets))})",
-                    hint="give the folder of its rule file with --rules",
+                    hint=suggest(model.ruleset, sorted(kb.info.rulesets))
+                    or "give the folder of its rule file with --rules",
                     code="unknown-ruleset",
                 )
             )
             continue
         before = len(problems)
         for i, test in enumerate(model.tests):
-            node = cast(Any, raw)["tests"][i]
-            line = node.lc.line + 1 if hasattr(node, "lc") else 0
             for side in ("expect", "absent"):
                 for kind, ids in getattr(test, side).model_dump().items():
-                    for ident in ids:
+                    for j, ident in enumerate(ids):
                         if ident in known:
                             continue
+                        line, col = locate(raw, ("tests", i, side, kind, j))
                         problems.append(
                             Problem(
                                 str(path),
                                 line,
-                                1,
+                                col,
                                 f"test {test.name!r}: {side} {kind} names "
                                 f"`{ident}`, which no rule concludes",
                                 hint=suggest(ident, sorted(known)),

@@ -308,6 +308,26 @@ def test_rules_check_finds_a_misspelt_id_in_a_rule_test(tmp_path: Path) -> None:
         "names `stage_2_hypertenion`, which no rule concludes; did you mean "
         "`stage_2_hypertension`?" in result.stdout
     )
+    # Placed on the misspelt id itself, not on the test's first line.
+    line = bad.splitlines().index(
+        next(x for x in bad.splitlines() if "stage_2_hypertenion" in x)
+    )
+    column = bad.splitlines()[line].index("stage_2_hypertenion")
+    where = f"{tmp_path / 'blood_pressure.test.yaml'}:{line + 1}:{column + 1}:"
+    assert where in result.stdout
+
+
+def test_a_misspelt_ruleset_in_a_rule_test_gets_a_did_you_mean(tmp_path: Path) -> None:
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    test = (RULES / "bmi.test.yaml").read_text()
+    (tmp_path / "bmi.test.yaml").write_text(
+        test.replace("ruleset: bmi", "ruleset: bmii")
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert "ruleset `bmii` is not in the knowledge base being tested" in flat
+    assert "did you mean `bmi`?" in flat
 
 
 def test_a_misspelt_key_in_a_rule_test_is_placed_with_a_did_you_mean(
