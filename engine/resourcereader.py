@@ -10,6 +10,7 @@ the element.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -44,6 +45,7 @@ SNOMED: Final = "http://snomed.info/sct"
 RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM: Final = "http://unitsofmeasure.org"
 
+_ANNOTATION: Final = re.compile(r"\{[^}]*\}")  # UCUM's {annotation}s
 _SKIPPED_OBSERVATION: Final = frozenset({"entered-in-error", "cancelled"})
 _SKIPPED_MEDICATION: Final = frozenset({"entered-in-error", "cancelled", "not-taken"})
 # on-hold counts as current: the prescription stands and the prescriber means to
@@ -204,7 +206,7 @@ class ResourceReader:
         coded = self.text_facts(obs["code"].get("coding", ()))
         if coded:
             self.coded_value(coded, obs, source, label)
-        parts = [("", obs["code"], obs.get("valueQuantity"))]
+        parts = [("", obs["code"], self.top_value(obs, source))]
         parts += [
             (f"component[{i}].", c["code"], c.get("valueQuantity"))
             for i, c in enumerate(obs.get("component", ()))
@@ -221,6 +223,30 @@ class ResourceReader:
                 when, timed = self.observation_time(obs, label), True
             for name in facts:
                 self.reading(name, quantity, when, source, f"{label} {prefix}")
+
+    def top_value(self, obs: ObservationData, source: str) -> QuantityData | None:
+        """The Observation's own value as a quantity, when it has one.
+
+        A valueInteger is a quantity of a count or score (a GCS of 14, unit
+        "1"); a number given as text (valueString "7.5 %"), or an integer of
+        a measured fact, is not read, and a note says so.
+        """
+        quantity = obs.get("valueQuantity")
+        if quantity is not None:
+            return quantity
+        integer, text = obs.get("valueInteger"), obs.get("valueString")
+        if integer is None and text is None:
+            return None
+        for name in dict.fromkeys(self.loinc_facts(obs["code"].get("coding", ()))):
+            unit = self.catalogue.quantities[name].unit
+            if integer is not None and _ANNOTATION.sub("", unit) in ("", "1"):
+                return {"value": integer, "code": unit, "system": UCUM}
+            given = f"the integer {integer}" if integer is not None else "text"
+            self.notes.append(
+                f"{name} ({source}) is given as {given}, not a quantity with a "
+                "unit; not read"
+            )
+        return None
 
     def may_feed_a_fact(self, resource: dict[str, Any]) -> bool:
         """Whether an Observation may hold a value of a catalogue fact.

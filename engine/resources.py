@@ -108,6 +108,8 @@ class Observation(_Element):
     issued: str | None = None
     value_quantity: Quantity | None = None
     value_codeable_concept: CodeableConcept | None = None
+    value_integer: int | None = None
+    value_string: str | None = None
     component: list[Component] = Field(default_factory=list)
 
 
@@ -202,6 +204,9 @@ class ObservationData(TypedDict):
     issued: NotRequired[str | None]
     valueQuantity: NotRequired[QuantityData | None]
     valueCodeableConcept: NotRequired[ConceptData | None]
+    # Read for a count or score (a GCS of 14); for a measured fact, noted.
+    valueInteger: NotRequired[int | None]
+    valueString: NotRequired[str | None]
     component: NotRequired[list[ComponentData]]
 
 

@@ -955,3 +955,23 @@ def test_a_preliminary_result_is_read_and_noted() -> None:
         "1 preliminary result read as recorded (status preliminary: may still "
         "change): Observation/p2",
     )
+
+
+def test_a_score_given_as_valueinteger_is_read_and_a_number_as_text_is_noted() -> None:
+    gcs = observation("g1", "9269-2", None, None)
+    del gcs["valueQuantity"]
+    gcs["valueInteger"] = 14
+    text = observation("t1", "4548-4", None, None)
+    del text["valueQuantity"]
+    text["valueString"] = "7.5 %"
+    integer_a1c = observation("i1", "4548-4", None, None)
+    del integer_a1c["valueQuantity"]
+    integer_a1c["valueInteger"] = 8
+    case = read(gcs, text, integer_a1c)
+    assert [(r.value, r.unit) for r in case.readings["gcs"]] == [(14.0, "1")]
+    assert "hba1c" not in case.readings
+    assert case.notes == (
+        "hba1c (Observation/t1) is given as text, not a quantity with a unit; not read",
+        "hba1c (Observation/i1) is given as the integer 8, not a quantity with a "
+        "unit; not read",
+    )

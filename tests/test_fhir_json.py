@@ -230,6 +230,22 @@ def test_a_unit_its_fact_does_not_accept_leaves_the_fact_out_both_ways(
     assert problem.startswith("random_glucose not used: Observation/g (entry 1)")
 
 
+def test_values_given_as_integer_or_text_read_the_same_both_ways(
+    tmp_path: Path,
+) -> None:
+    gcs = {**glucose("s"), "code": {"coding": [{"system": LOINC, "code": "9269-2"}]}}
+    del gcs["valueQuantity"]
+    as_text = {**glucose("t"), "valueString": "5.5 mmol/L"}
+    del as_text["valueQuantity"]
+    raw = encode(document([patient(), {**gcs, "valueInteger": 14}, as_text]))
+    fast, usual, taken = both_ways(tmp_path, raw)
+    assert taken
+    assert isinstance(fast, Case)
+    assert fast == usual
+    assert [r.value for r in fast.readings["gcs"]] == [14.0]
+    assert any("(Observation/t) is given as text" in n for n in fast.notes)
+
+
 def test_a_malformed_observation_of_a_fact_gets_its_located_message(
     tmp_path: Path,
 ) -> None:
