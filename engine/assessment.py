@@ -147,6 +147,11 @@ class Score(_Out):
     missing: list[str] = Field(default_factory=list)
     out_of_range: list[str] = Field(default_factory=list)
     inputs: dict[str, float] = Field(default_factory=dict)
+    input_times: dict[str, datetime] = Field(
+        default_factory=dict,
+        description="When each input was recorded: its latest reading (the "
+        "oldest of them for an input worked out from two facts).",
+    )
     contributions: list[tuple[str, float]] = Field(default_factory=list)
 
 

@@ -42,14 +42,16 @@ log = logging.getLogger(__name__)
 
 def _row(
     kb: KnowledgeBase, view: CaseView, name: str, model: ScoringModel
-) -> dict[str, float | None]:
-    """One model's input row for one case: each fact's latest value, in its unit.
+) -> tuple[dict[str, float | None], dict[str, datetime]]:
+    """One model's input row for one case: each fact's latest value, in its
+    unit; and each feature's time, the oldest of its facts' latest readings.
 
     A model takes the latest value however old it is; an input older than
     _STALE (the 12 months the rules allow laboratory results) is noted, so
     that a score from old results is not read as current.
     """
     row: dict[str, float | None] = {}
+    times: dict[str, datetime] = {}
     stale: list[str] = []
     for feature in model.card.features:
         for fact_name in feature.facts():
@@ -58,8 +60,12 @@ def _row(
             if r is None or not isinstance(r.value, float):
                 row[fact_name] = None
                 continue
-            if r.time is not None and view.time_of(r) < view.as_of - _STALE:
-                stale.append(fact_name)
+            if r.time is not None:
+                when = view.time_of(r)
+                if feature.name not in times or when < times[feature.name]:
+                    times[feature.name] = when
+                if when < view.as_of - _STALE:
+                    stale.append(fact_name)
             try:
                 row[fact_name] = convert(
                     r.value,
@@ -75,7 +81,7 @@ def _row(
             f"score {name}: inputs more than 12 months before the evaluation "
             f"time: {', '.join(dict.fromkeys(stale))}"
         )
-    return row
+    return row, times
 
 
 # [convention] The rules read laboratory results within 12 months.
@@ -83,8 +89,9 @@ _STALE = timedelta(days=365)
 _OLDEST = 130  # years: the top of the catalogue's plausible range for age
 
 
-def _score(name: str, s: ModelScore) -> Score:
+def _score(name: str, s: ModelScore, times: dict[str, datetime]) -> Score:
     return Score(
+        input_times={k: t for k, t in times.items() if k in s.inputs},
         name=name,
         model_id=s.model_id,
         model_version=s.model_version,
@@ -97,10 +104,11 @@ def _score(name: str, s: ModelScore) -> Score:
 
 
 def _scores(kb: KnowledgeBase, view: CaseView) -> dict[str, Score]:
-    return {
-        name: _score(name, model.score_many([_row(kb, view, name, model)])[0])
-        for name, model in kb.models.items()
-    }
+    out = {}
+    for name, model in kb.models.items():
+        row, times = _row(kb, view, name, model)
+        out[name] = _score(name, model.score_many([row])[0], times)
+    return out
 
 
 _equal_leaves: WeakKeyDictionary[KnowledgeBase, list[int]] = WeakKeyDictionary()
@@ -255,9 +263,12 @@ def prepare_chunk(
     views = [_view(kb, case, when) for case, when in zip(cases, times, strict=True)]
     scores: list[dict[str, Score]] = [{} for _ in cases]
     for name, model in kb.models.items():
-        rows = [_row(kb, view, name, model) for view in views]
-        for out, s in zip(scores, model.score_many(rows), strict=True):
-            out[name] = _score(name, s)
+        made = [_row(kb, view, name, model) for view in views]
+        rows = [row for row, _ in made]
+        for out, (_, read_at), s in zip(
+            scores, made, model.score_many(rows), strict=True
+        ):
+            out[name] = _score(name, s, read_at)
     return views, scores
 
 

@@ -109,7 +109,9 @@ def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:
             for f in ev.findings
             if f in nodes and f not in trail
         ]
-        children += [_score_node(scores[s]) for s in ev.scores if s in scores]
+        children += [
+            _score_node(scores[s], assessment.as_of) for s in ev.scores if s in scores
+        ]
         value = (
             getattr(obj, "certainty", None)
             if kind != "point_score"
@@ -136,8 +138,12 @@ def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:
     return [build(t, ()) for t in tops]
 
 
-def _score_node(score: Score) -> Derivation:
-    facts = [FactUsed(name=k, value=v, unit=None) for k, v in score.inputs.items()]
+def _score_node(score: Score, as_of: datetime) -> Derivation:
+    facts = []
+    for k, v in score.inputs.items():
+        when = score.input_times.get(k)
+        old = (as_of - when).days if when is not None else None
+        facts.append(FactUsed(name=k, value=v, unit=None, time=when, age_days=old))
     return Derivation(
         id=score.name,
         kind="score",

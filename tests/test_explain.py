@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -186,3 +187,26 @@ def test_why_not_reads_the_risk_the_assessment_used(
     [attempt] = answer.attempts
     [obstacle] = attempt.obstacles
     assert obstacle.actual == "ascvd_10y_risk is 10.136 % (2025-05-01)"
+
+
+def test_a_score_shows_when_each_of_its_inputs_was_recorded() -> None:
+    kb = KnowledgeBase.load()
+    case = read_input(EXAMPLE, catalogue=kb.catalogue)
+    result = kb.evaluate(case, as_of=datetime(2024, 4, 30, tzinfo=UTC))
+    [score] = [s for s in result.scores if s.name == "diabetes_progression"]
+    assert score.input_times["bmi"] == datetime(2024, 4, 2, tzinfo=UTC)
+    assert score.input_times["age"] == datetime(2024, 4, 30, tzinfo=UTC)
+
+    def walk(tree: Any) -> Any:
+        yield tree
+        for child in tree.because:
+            yield from walk(child)
+
+    [follow_up] = [t for t in how(result) if t.id == "closer_diabetes_follow_up"]
+    node = next(c for c in walk(follow_up) if c.kind == "score")
+    bmi = next(f for f in node.facts if f.name == "bmi")
+    assert (bmi.value, bmi.time, bmi.age_days) == (
+        31.2,
+        datetime(2024, 4, 2, tzinfo=UTC),
+        28,
+    )
