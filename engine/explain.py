@@ -180,7 +180,16 @@ def _describe(cond: rf.Condition) -> str:
     if isinstance(cond, rf.ScoreTest):
         return f"score {cond.score}"
     if isinstance(cond, rf.PointsTest):
-        return f"point score {cond.points}"
+        parts = [
+            f"{_WORDS[op]} {getattr(cond, op):g}"
+            for op in _WORDS
+            if getattr(cond, op) is not None
+        ]
+        if cond.any_item_at_least is not None:
+            parts.append(f"with an item scoring at least {cond.any_item_at_least:g}")
+        if cond.determined is not None:
+            parts.append("determined" if cond.determined else "not determined")
+        return f"point score {cond.points} {' and '.join(parts)}".strip()
     if isinstance(cond, rf.ConditionTest):
         return f"condition {cond.condition} on the problem list"
     if isinstance(cond, rf.MedicationTest):
@@ -294,14 +303,30 @@ class _Examiner:
                 )
             ]
         res = evaluate_leaf(self.view, cond, self.scores, self.points)
+        change = _change(cond, res)
+        if isinstance(cond, rf.PointsTest):
+            change = self.items_of(cond.points)
         return [
             Obstacle(
                 condition=_describe(cond),
                 state=state,
                 actual=_actual(res),
-                change=_change(cond, res),
+                change=change,
             )
         ]
+
+    def items_of(self, score: str) -> str:
+        """Which items of a point score counted, which did not, which are unknown."""
+        items = self.points[score].items
+        scored = [f"{i.id} {i.points:g}" for i in items if i.points]
+        unknown = [i.id for i in items if i.points is None]
+        nil = [i.id for i in items if i.points == 0]
+        parts = [f"scored: {', '.join(scored) or 'none'}"]
+        if nil:
+            parts.append(f"0 points: {', '.join(nil)}")
+        if unknown:
+            parts.append(f"cannot be determined: {', '.join(unknown)}")
+        return "; ".join(parts)
 
 
 def _change(cond: rf.Condition, res: LeafResult) -> str:
@@ -386,7 +411,13 @@ def why_not(
             state = "cannot be determined"
         else:
             state = "false"
-        obstacles = [] if state == "fired" else examiner.obstacles(crule.rule.when)
+        found_obstacles = (
+            [] if state == "fired" else examiner.obstacles(crule.rule.when)
+        )
+        # One line per condition: alternatives repeat a shared part (the score).
+        obstacles = list(
+            {(o.condition, o.state, o.actual): o for o in found_obstacles}.values()
+        )
         smallest = obstacles[0].change if len(obstacles) == 1 else ""
         attempts.append(
             RuleAttempt(

@@ -210,3 +210,27 @@ def test_a_score_shows_when_each_of_its_inputs_was_recorded() -> None:
         datetime(2024, 4, 2, tzinfo=UTC),
         28,
     )
+
+
+def test_why_not_a_point_score_names_its_cut_point_and_the_items_that_scored(
+    tmp_path: Path,
+) -> None:
+    case = tmp_path / "af.yaml"
+    case.write_text(
+        "patient: {age: 60, sex: male}\n"
+        "facts: {hba1c: 6.6 % @ 2024-03-01, fasting_glucose: 126 mg/dL @ 2024-03-01}\n"
+        "conditions: [atrial_fibrillation]\n",
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 4, 2, tzinfo=UTC)
+    result = kb.evaluate(case, as_of=when)
+    answer = why_not(kb, case, "anticoagulation_recommended", when, result)
+    [attempt] = answer.attempts
+    scores = [o for o in attempt.obstacles if o.condition.startswith("point score")]
+    # Once per cut point (men 2, women 3), not once per alternative.
+    assert [o.condition for o in scores] == [
+        "point score cha2ds2_vasc at least 2",
+        "point score cha2ds2_vasc at least 3",
+    ]
+    assert scores[0].change.startswith("scored: diabetes 1; 0 points: heart_failure")
