@@ -419,12 +419,20 @@ def rules_check(
         problems = err.problems
     except ModelError as err:
         _fail(str(err), EXIT_MODEL)
-    if not any(p.severity == "error" for p in problems):
-        from engine.ruletests import check_rule_tests, rule_test_paths
+    from engine.ruletests import check_rule_tests, rule_test_paths
 
-        tests = rule_test_paths(targets)
-        shown |= {str(t.resolve()) for t in tests}
+    tests = rule_test_paths(targets)
+    shown |= {str(t.resolve()) for t in tests}
+    loaded = not any(p.severity == "error" for p in problems)
+    if loaded:
         problems += check_rule_tests(kb, tests)[1]
+    elsewhere = sorted(
+        {
+            Path(p.path).name
+            for p in problems
+            if p.severity == "error" and str(Path(p.path).resolve()) not in shown
+        }
+    )
     problems = [p for p in problems if str(Path(p.path).resolve()) in shown]
     if fmt == "json":
         sys.stdout.write(json.dumps([asdict(p) for p in problems], indent=2) + "\n")
@@ -436,6 +444,14 @@ def rules_check(
             f"{errors} error(s), {len(problems) - errors} warning(s) "
             f"in {len(shown)} file(s)"
         )
+        if elsewhere:
+            # Checked alone, the file may be clean while its folder is not.
+            click.echo(
+                f"note: other files of the folder have errors ({first_few(elsewhere)}):"
+                " the knowledge base does not load, and rule tests cannot be "
+                "checked or run, until they are fixed (`cdss rules check "
+                f"{context[0]}`)"
+            )
     if any(p.severity == "error" for p in problems):
         sys.exit(EXIT_PROBLEMS)
 

@@ -352,3 +352,26 @@ def test_a_misspelt_key_in_a_rule_test_is_placed_with_a_did_you_mean(
         f"{tmp_path / 'bmi.test.yaml'}:6:5: error: `tests.0.expcet`: unknown key; "
         "allowed here: name, as_of, given, expect, absent; did you mean `expect`?"
     ) in result.stdout
+
+
+def test_checking_one_clean_file_says_when_its_folder_has_errors(
+    tmp_path: Path,
+) -> None:
+    for name in ("bmi.yaml", "bmi.test.yaml", "metformin.yaml"):
+        shutil.copy(RULES / name, tmp_path / name)
+    broken = (tmp_path / "metformin.yaml").read_text()
+    (tmp_path / "metformin.yaml").write_text(
+        broken.replace(
+            "{fact: egfr, within: 12 months, at_least: 45",
+            "{fact: egfrr, within: 12 months, at_least: 45",
+            1,
+        )
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path / "bmi.yaml")])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0 error(s), 0 warning(s) in 2 file(s)"
+    assert lines[1].startswith(
+        "note: other files of the folder have errors (metformin.yaml): the "
+        "knowledge base does not load"
+    )
