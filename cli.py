@@ -816,8 +816,10 @@ def batch(
             highlight=False,
         )
     if str(out_path) != "-" and out_path.exists():
-        target = out_path.resolve()
-        if any(f.resolve() == target for _, files in plan.sources for f in files):
+        # The same file by any name: a link, a hard link, another spelling.
+        if any(
+            os.path.samefile(f, out_path) for _, files in plan.sources for f in files
+        ):
             # Opening it for writing would empty an input before it is read.
             _fail(
                 f"--out {out_path} is also one of the inputs; writing to it would "

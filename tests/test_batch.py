@@ -790,6 +790,12 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_and_left_intact(
     # Reached through a folder and another spelling of the same path, too.
     code, _, _ = run("batch", str(tmp_path), "--out", str(tmp_path / "." / "c3.yaml"))
     assert code == 2 and case.read_text(encoding="utf-8") == text
+    # A hard link is the same file under another name.
+    linked = tmp_path / "out" / "results.ndjson"
+    linked.parent.mkdir()
+    os.link(case, linked)
+    code, _, _ = run("batch", str(case), "--out", str(linked))
+    assert code == 2 and case.read_text(encoding="utf-8") == text
 
 
 def test_files_in_a_folder_that_are_not_inputs_are_named(tmp_path: Path) -> None:
