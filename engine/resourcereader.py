@@ -229,7 +229,7 @@ class ResourceReader:
 
         A valueInteger is a quantity of a count or score (a GCS of 14, unit
         "1"); a number given as text (valueString "7.5 %"), or an integer of
-        a measured fact, is not read, and a note says so.
+        a measured fact, leaves the fact out whole (see :meth:`cannot_use`).
         """
         quantity = obs.get("valueQuantity")
         if quantity is not None:
@@ -242,9 +242,12 @@ class ResourceReader:
             if integer is not None and _ANNOTATION.sub("", unit) in ("", "1"):
                 return {"value": integer, "code": unit, "system": UCUM}
             given = f"the integer {integer}" if integer is not None else "text"
-            self.notes.append(
-                f"{name} ({source}) is given as {given}, not a quantity with a "
-                "unit; not read"
+            # Left out whole, as for a unit that cannot be read: an older
+            # reading must not stand in as the latest.
+            self.cannot_use(
+                name,
+                f"{source} value{'Integer' if integer is not None else 'String'}",
+                f"the value is given as {given}, not as a quantity with a unit",
             )
         return None
 

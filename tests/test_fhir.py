@@ -969,9 +969,10 @@ def test_a_score_given_as_valueinteger_is_read_and_a_number_as_text_is_noted() -
     integer_a1c["valueInteger"] = 8
     case = read(gcs, text, integer_a1c)
     assert [(r.value, r.unit) for r in case.readings["gcs"]] == [(14.0, "1")]
+    # A measured fact given as text or a bare integer is left out whole (the
+    # first such value named), as for a unit that cannot be read.
     assert "hba1c" not in case.readings
-    assert case.notes == (
-        "hba1c (Observation/t1) is given as text, not a quantity with a unit; not read",
-        "hba1c (Observation/i1) is given as the integer 8, not a quantity with a "
-        "unit; not read",
+    assert case.problems == (
+        "hba1c not used: Observation/t1 valueString: the value is given as text, "
+        "not as a quantity with a unit",
     )

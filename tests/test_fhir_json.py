@@ -243,7 +243,8 @@ def test_values_given_as_integer_or_text_read_the_same_both_ways(
     assert isinstance(fast, Case)
     assert fast == usual
     assert [r.value for r in fast.readings["gcs"]] == [14.0]
-    assert any("(Observation/t) is given as text" in n for n in fast.notes)
+    assert "random_glucose" not in fast.readings
+    assert fast.problems[0].startswith("random_glucose not used: Observation/t")
 
 
 def test_a_malformed_observation_of_a_fact_gets_its_located_message(
