@@ -70,6 +70,8 @@ def _unit_verdict(unit: str, fact: str, accepted: tuple[str, ...]) -> tuple[str,
             return a, f"{fact} recorded in `{unit}` was read as `{a}`"
     # UCUM annotations ({...}) do not change a unit's meaning: `%{HbA1c}` is %.
     bare = _ANNOTATION.sub("", unit)
+    if bare in ("", "1") and "1" in accepted:
+        return "1", ""  # `{score}` alone is UCUM's way to write a score's unit 1
     if bare != unit and bare in accepted:
         return bare, f"{fact} recorded in `{unit}` was read as `{bare}`"
     return "", f"`{unit}` is not a unit of {fact} (accepted: {listing})"

@@ -976,3 +976,10 @@ def test_a_score_given_as_valueinteger_is_read_and_a_number_as_text_is_noted() -
         "hba1c not used: Observation/t1 valueString: the value is given as text, "
         "not as a quantity with a unit",
     )
+
+
+def test_a_score_in_ucum_annotation_units_reads_as_unit_one() -> None:
+    # `{score}` is how UCUM writes a dimensionless score (Synthea's GCS).
+    case = read(observation("g", "9269-2", 13, "{score}"))
+    assert [(r.value, r.unit) for r in case.readings["gcs"]] == [(13.0, "1")]
+    assert case.notes == () and case.problems == ()
