@@ -251,8 +251,9 @@ def assemble(
             )
 
     problem_list = [*case.problems, *problems()]
+    point_findings = _point_findings(kb, points)
     problem_list += _resting_on_implausible(
-        view, [*diagnoses, *findings.values(), *recommendations]
+        view, [*diagnoses, *point_findings, *findings.values(), *recommendations]
     )
     state = "complete" if not problem_list else "partial"
     if not view.readings and not case.conditions and not case.medications:
@@ -299,7 +300,7 @@ def assemble(
             ),
         ),
         diagnoses=sorted(diagnoses, key=lambda d: -d.certainty),
-        findings=[*_point_findings(kb, points), *findings.values()],
+        findings=[*point_findings, *findings.values()],
         recommendations=recommendations,
         scores=list(scores.values()),
         undetermined=undetermined,
@@ -410,39 +411,81 @@ def _resting_on_implausible(
     view: CaseView, conclusions: Sequence[Diagnosis | Finding | Recommendation]
 ) -> list[str]:
     """A problem for each value outside its fact's plausible range (a systolic
-    of 1400 typed for 140) that a conclusion rests on, naming the conclusions.
+    of 1400 typed for 140) that conclusions rest on, naming them: those that
+    use it, and those that rest on them through findings and point scores
+    (CHA2DS2-VASc counting a diabetes the value confirmed, and the
+    anticoagulation advice that reads the score).
 
     The value is used as recorded, since a range cannot tell an error from a
     rare extreme (a glucose of 1600 mg/dL in a hyperosmolar state); the
     conclusions are made, and the assessment is partial until someone checks
     the record.
     """
-    quantities = view.catalogue.quantities
+    doubts = [
+        {_implausible(view, u) for u in _facts_of(c)} - {None} for c in conclusions
+    ]
+    findings = {c.id for c in conclusions if isinstance(c, Finding)}
+    reads = [
+        (
+            set(c.evidence.findings)
+            | {u.name.removeprefix("points:") for u in _facts_of(c)}
+        )
+        & findings
+        for c in conclusions
+    ]
+    # Through findings, to a fixed point: a finding's doubts pass to readers.
+    passed: dict[str, set[str | None]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for c, own, read in zip(conclusions, doubts, reads, strict=True):
+            got = own.union(*(passed.get(f, set()) for f in read))
+            if got != own:
+                own |= got
+                changed = True
+            if isinstance(c, Finding) and passed.get(c.id) != own:
+                passed[c.id] = set(own)
+                changed = True
     resting: dict[str, list[str]] = {}
-    for c in conclusions:
-        for used in c.evidence.facts:
-            fact = quantities.get(used.name)
-            value = used.value
-            if (
-                fact is None
-                or fact.plausible is None
-                or isinstance(value, bool)
-                or not isinstance(value, float | int)
-            ):
-                continue
-            unit = used.unit or fact.unit
-            try:
-                doubt = plausibility_note(fact, float(value), unit, "")
-            except UnitError:
-                continue
-            if doubt:
-                low, high = fact.plausible
-                shown = (
-                    f"{used.name} {value:g} {unit} is outside the plausible range "
-                    f"{low:g}-{high:g} {fact.unit}"
-                )
-                resting.setdefault(shown, []).append(c.id)
+    for c, own in zip(conclusions, doubts, strict=True):
+        for shown in sorted(d for d in own if d is not None):
+            resting.setdefault(shown, []).append(c.id)
     return [
         f"{shown}: check the record before acting on {', '.join(dict.fromkeys(ids))}"
         for shown, ids in resting.items()
     ]
+
+
+def _facts_of(c: Diagnosis | Finding | Recommendation) -> list[FactUsed]:
+    """The facts a conclusion shows, with a point score's items' facts."""
+    items = (
+        [u for part in c.components for u in part.facts]
+        if isinstance(c, Finding)
+        else []
+    )
+    return [*c.evidence.facts, *items]
+
+
+def _implausible(view: CaseView, used: FactUsed) -> str | None:
+    """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or None."""
+    fact = view.catalogue.quantities.get(used.name)
+    value = used.value
+    if (
+        fact is None
+        or fact.plausible is None
+        or isinstance(value, bool)
+        or not isinstance(value, float | int)
+    ):
+        return None
+    unit = used.unit or fact.unit
+    try:
+        doubt = plausibility_note(fact, float(value), unit, "")
+    except UnitError:
+        return None
+    if doubt is None:
+        return None
+    low, high = fact.plausible
+    return (
+        f"{used.name} {value:g} {unit} is outside the plausible range "
+        f"{low:g}-{high:g} {fact.unit}"
+    )

@@ -359,3 +359,29 @@ def test_a_pregnancy_recorded_for_a_man_is_believed_and_noted() -> None:
     assert ids["acei_arb_contraindicated_pregnancy"] == "recommended"
     female = kb.evaluate(case.model_copy(update={"sex": "female"}), as_of=when)
     assert not any("recorded sex is male" in n for n in female.notes)
+
+
+def test_an_implausible_value_names_the_conclusions_resting_on_it_through_findings(
+    tmp_path: Path,
+) -> None:
+    # An A1C of 65 % confirms diabetes, which CHA2DS2-VASc counts, which the
+    # anticoagulation advice reads: all of them rest on the typo.
+    case = tmp_path / "af.yaml"
+    case.write_text(
+        "patient: {age: 59, sex: male}\n"
+        "facts:\n"
+        "  hba1c: [65 % @ 2024-01-10, 6.9 % @ 2024-03-10]\n"
+        "conditions: [atrial_fibrillation]\n",
+        encoding="utf-8",
+    )
+    result = KnowledgeBase.load().evaluate(case, as_of=datetime(2024, 4, 1, tzinfo=UTC))
+    assert result.status == "partial"
+    [problem] = result.problems
+    head, named = problem.split(": check the record before acting on ")
+    assert head == "hba1c 65 % is outside the plausible range 3-20 %"
+    assert {
+        "diabetes",
+        "diabetes_confirmed",
+        "cha2ds2_vasc",
+        "anticoagulation_reasonable",
+    } <= set(named.split(", "))
