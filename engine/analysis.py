@@ -417,10 +417,13 @@ def analyse(files: list[LoadedFile], catalogue: Catalogue) -> list[Problem]:
     are not analysed: only families whose members compare one fact under the
     same guard are. Rule tests cover the blood pressure bands.
     """
-    sites = list(rule_sites(files))
+    everything = list(rule_sites(files))
     out: list[Problem] = []
-    for s in sites:
+    for s in everything:
         out += _never_true(s, catalogue)
+    # The others need every rule of a file: a file with schema errors (whose
+    # valid rules alone were kept) is left out of them.
+    sites = [s for s in everything if not s.file.partial]
     out += _bands(sites, catalogue)
     out += _made_and_blocked(sites)
     out += _unused_findings(sites)

@@ -441,8 +441,7 @@ class KnowledgeBase:
         if unreadable:
             checked = [p for p in checked if p.code not in _WAIT_FOR_SCHEMA]
         problems += checked
-        # Bands and unused findings need every rule of a file.
-        problems += analyse([f for f in files if not f.partial], catalogue)
+        problems += analyse(files, catalogue)
         problems += _governance(files, approved_only, today or date.today())
         # Each file's problems together, by line, schema and other checks alike.
         order = {str(path): i for i, path in enumerate(paths)}

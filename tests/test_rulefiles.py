@@ -94,6 +94,24 @@ def test_a_schema_error_does_not_hide_the_other_rules_problems(
     assert "`mg/dL` is not a unit of diastolic_bp" in msgs[2]
 
 
+def test_a_schema_error_does_not_hide_a_comparison_that_can_never_be_true(
+    tmp_path: Path,
+) -> None:
+    body = """  - id: r1
+    title: t
+    when: {fact: systolic_bp, at_lest: 140 mmHg}
+    then: [{finding: f1}]
+  - id: r2
+    title: t
+    when: {fact: hba1c, at_least: 7 %, below: 6.5 %}
+    then: [{finding: f2, display: F2}]
+"""
+    msgs = _load(tmp_path, body)
+    assert len(msgs) == 2
+    assert "unknown key `at_lest`" in msgs[0]
+    assert ":13:" in msgs[1] and "never be true" in msgs[1]
+
+
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
     body = """  - id: r1
     title: t: x: y
