@@ -164,6 +164,8 @@ def _describe(cond: rf.Condition) -> str:
                 parts.append(f"{_WORDS[op]} {shown}")
         if cond.equals is not None:
             parts.append(f"= {cond.equals}")
+        if cond.one_of is not None:
+            parts.append(f"one of {', '.join(cond.one_of)}")
         agg = f"{cond.value} " if cond.value != "latest" else ""
         text = f"{agg}{cond.fact} {' and '.join(parts) or 'recorded'}".strip()
         if cond.readings > 1:
