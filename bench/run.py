@@ -236,7 +236,7 @@ def stages(
         for name, model in kb.models.items():
             for i in range(0, len(views), CHUNK_SIZE):
                 rows = [
-                    evaluation._row(kb, v, name, model)
+                    evaluation._row(kb, v, name, model)[0]
                     for v in views[i : i + CHUNK_SIZE]
                 ]
                 model.score_many(rows)
