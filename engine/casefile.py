@@ -36,7 +36,7 @@ from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex, last_entry
 from .nearest import suggest
-from .values import accept_unit, parse_datetime, plausibility_note
+from .values import accept_unit, is_count, parse_datetime, plausibility_note
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
 
@@ -539,7 +539,7 @@ class _CaseReader:
                 when = self.time(match["time"], pos, path)
         else:
             self.fail(pos, path, f"expected a value with a unit, got {_kind(item)}")
-        if unit is None and _ANNOTATION.sub("", fact.unit) in ("", "1"):
+        if unit is None and is_count(fact.unit):
             unit = fact.unit  # a pure count or score needs no unit
         try:
             recorded, note = accept_unit(unit, fact)
@@ -690,6 +690,3 @@ def _kind(value: object) -> str:
     if isinstance(value, date):
         return "a date"
     return type(value).__name__
-
-
-_ANNOTATION: Final = re.compile(r"\{[^}]*\}")

@@ -32,7 +32,7 @@ from .compiler import CompiledRule, Literal
 from .errors import UnitError
 from .facts import Case, aware
 from .truth import LeafSource
-from .values import plausibility_note
+from .units import convert
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -478,13 +478,15 @@ def _implausible(view: CaseView, used: FactUsed) -> str | None:
     ):
         return None
     unit = used.unit or fact.unit
+    low, high = fact.plausible
     try:
-        doubt = plausibility_note(fact, float(value), unit, "")
+        canonical = (
+            value if unit == fact.unit else convert(value, unit, fact.unit, fact)
+        )
     except UnitError:
         return None
-    if doubt is None:
+    if low <= canonical <= high:
         return None
-    low, high = fact.plausible
     return (
         f"{used.name} {value:g} {unit} is outside the plausible range "
         f"{low:g}-{high:g} {fact.unit}"

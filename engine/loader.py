@@ -50,7 +50,7 @@ class LoadedFile:
 
     def raw_rule(self, i: int) -> Any:
         """The raw node of the model's ``i``-th rule."""
-        return self.raw["rules"][self.rule_index[i] if self.rule_index else i]
+        return self.raw["rules"][self.rule_place(i)]
 
     def rule_place(self, i: int) -> int:
         """The position in the file's ``rules`` of the model's ``i``-th rule."""

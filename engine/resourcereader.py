@@ -10,7 +10,6 @@ the element.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -34,7 +33,7 @@ from .resources import (
     Period,
     QuantityData,
 )
-from .values import accept_unit, parse_datetime, plausibility_note
+from .values import accept_unit, is_count, parse_datetime, plausibility_note
 
 __all__ = ["ResourceReader", "kind_of", "label_of"]
 
@@ -45,7 +44,6 @@ SNOMED: Final = "http://snomed.info/sct"
 RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM: Final = "http://unitsofmeasure.org"
 
-_ANNOTATION: Final = re.compile(r"\{[^}]*\}")  # UCUM's {annotation}s
 _SKIPPED_OBSERVATION: Final = frozenset({"entered-in-error", "cancelled"})
 _SKIPPED_MEDICATION: Final = frozenset({"entered-in-error", "cancelled", "not-taken"})
 # on-hold counts as current: the prescription stands and the prescriber means to
@@ -239,7 +237,7 @@ class ResourceReader:
             return None
         for name in dict.fromkeys(self.loinc_facts(obs["code"].get("coding", ()))):
             unit = self.catalogue.quantities[name].unit
-            if integer is not None and _ANNOTATION.sub("", unit) in ("", "1"):
+            if integer is not None and is_count(unit):
                 return {"value": integer, "code": unit, "system": UCUM}
             given = f"the integer {integer}" if integer is not None else "text"
             # Left out whole, as for a unit that cannot be read: an older

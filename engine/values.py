@@ -15,7 +15,7 @@ from .catalogue import QuantityFact
 from .errors import UnitError
 from .units import convert, normalise_unit, same_dimension
 
-__all__ = ["accept_unit", "parse_datetime", "plausibility_note"]
+__all__ = ["accept_unit", "is_count", "parse_datetime", "plausibility_note"]
 
 _DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 _DATETIME = re.compile(
@@ -75,6 +75,11 @@ def _unit_verdict(unit: str, fact: str, accepted: tuple[str, ...]) -> tuple[str,
     if bare != unit and bare in accepted:
         return bare, f"{fact} recorded in `{unit}` was read as `{bare}`"
     return "", f"`{unit}` is not a unit of {fact} (accepted: {listing})"
+
+
+def is_count(unit: str) -> bool:
+    """Whether a unit is UCUM's 1 (a count or score), annotated or not."""
+    return _ANNOTATION.sub("", unit) in ("", "1")
 
 
 def accept_unit(unit: str | None, fact: QuantityFact) -> tuple[str, str]:
