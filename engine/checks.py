@@ -6,8 +6,9 @@ and rule id, what was found, what is allowed and what to write instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from . import ruleformat as rf
@@ -337,8 +338,8 @@ def _check_point_scores(
                     cond = getattr(item, key)
                     if cond is None:
                         continue
-                    looped = mentions_finding(cond) and _findings_reading_points(
-                        score.id, sites
+                    looped = mentions_finding(cond) and _findings_resting_on(
+                        partial(_reads_points, score.id), sites
                     ).intersection(
                         c.finding
                         for c, _ in _walk(cond, raw_item[key])
@@ -594,7 +595,9 @@ def _check_calculation_findings(
                             code="unknown-finding",
                         )
                     )
-                elif finding in _findings_resting_on(calc.fact, sites):
+                elif finding in _findings_resting_on(
+                    partial(_reads_fact, calc.fact), sites
+                ):
                     problems.append(
                         Problem(
                             f.path,
@@ -610,47 +613,34 @@ def _check_calculation_findings(
     return problems
 
 
-def _findings_reading_points(score: str, sites: list[RuleSite]) -> set[str]:
-    """Findings asserted by rules that read point score ``score``, directly or
-    through findings."""
+def _reads_fact(fact: str, cond: rf.Condition) -> bool:
+    return isinstance(cond, rf.FactComparison) and cond.fact == fact
+
+
+def _reads_points(score: str, cond: rf.Condition) -> bool:
+    return isinstance(cond, rf.PointsTest) and cond.points == score
+
+
+def _findings_resting_on(
+    reads_it: Callable[[rf.Condition], bool], sites: list[RuleSite]
+) -> set[str]:
+    """Findings asserted by rules with a condition that ``reads_it`` (a fact,
+    a point score), directly or through findings."""
     from .compiler import produced_by
 
-    resting: set[str] = set()
-    grown = True
-    while grown:
-        grown = False
-        for site in sites:
-            conds = [c for c, _ in _walk(site.rule.when, site.raw["when"])]
-            reads = any(
-                isinstance(c, rf.PointsTest) and c.points == score for c in conds
-            ) or any(
-                isinstance(c, rf.FindingTest) and c.finding in resting for c in conds
-            )
-            made = set(produced_by(site.rule))
-            if reads and not made <= resting:
-                resting |= made
-                grown = True
-    return resting
-
-
-def _findings_resting_on(fact: str, sites: list[RuleSite]) -> set[str]:
-    """Findings asserted by rules that read ``fact``, directly or through findings."""
-    from .compiler import produced_by
-
-    reads: list[tuple[set[str], set[str], list[str]]] = []
+    reads: list[tuple[bool, set[str], list[str]]] = []
     for site in sites:
         if site.section != "rules":
             continue
         conds = [c for c, _ in _walk(site.rule.when, site.raw["when"])]
-        facts = {c.fact for c in conds if isinstance(c, rf.FactComparison)}
         needs = {c.finding for c in conds if isinstance(c, rf.FindingTest)}
-        reads.append((facts, needs, produced_by(site.rule)))
+        reads.append((any(map(reads_it, conds)), needs, produced_by(site.rule)))
     resting: set[str] = set()
     grown = True
     while grown:
         grown = False
-        for facts, needs, made in reads:
-            if (fact in facts or needs & resting) and not set(made) <= resting:
+        for direct, needs, made in reads:
+            if (direct or needs & resting) and not set(made) <= resting:
                 resting.update(made)
                 grown = True
     return resting

@@ -422,7 +422,8 @@ def _resting_on_implausible(
     the record.
     """
     doubts = [
-        {_implausible(view, u) for u in _facts_of(c)} - {None} for c in conclusions
+        {d for u in _facts_of(c) if (d := _implausible(view, u)) is not None}
+        for c in conclusions
     ]
     findings = {c.id for c in conclusions if isinstance(c, Finding)}
     reads = [
@@ -434,7 +435,7 @@ def _resting_on_implausible(
         for c in conclusions
     ]
     # Through findings, to a fixed point: a finding's doubts pass to readers.
-    passed: dict[str, set[str | None]] = {}
+    passed: dict[str, set[str]] = {}
     changed = True
     while changed:
         changed = False
@@ -448,7 +449,7 @@ def _resting_on_implausible(
                 changed = True
     resting: dict[str, list[str]] = {}
     for c, own in zip(conclusions, doubts, strict=True):
-        for shown in sorted(d for d in own if d is not None):
+        for shown in sorted(own):
             resting.setdefault(shown, []).append(c.id)
     return [
         f"{shown}: check the record before acting on {', '.join(dict.fromkeys(ids))}"

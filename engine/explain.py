@@ -393,12 +393,8 @@ def why_not(
         p for r in kb.rules if r.rule.id in undetermined_rules for p in r.produces
     }
     # As the evaluation's last pass: calculations and point-score items read
-    # the findings as the rules decided them (engine.evaluation).
-    decided = {
-        f: True if f in found else None if f in unknown else False
-        for f in {p for r in kb.rules for p in r.produces}
-    }
-    view = _view(kb, case, as_of, decided)
+    # the findings that hold (engine.evaluation); any other reads as absent.
+    view = _view(kb, case, as_of, dict.fromkeys(found, True))
     scores = _scores(kb, view)
     points = evaluate_points(view, kb.point_scores, scores)
     examiner = _Examiner(view, scores, points, found, unknown - found)
