@@ -36,7 +36,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TextIO
 
@@ -62,7 +62,7 @@ from engine import (
 from engine import batch as batch_engine
 from engine.bulk import names_input
 from engine.errors import CdssError, Problem
-from engine.facts import first_few
+from engine.facts import evaluation_time, first_few
 from engine.knowledge import default_rules_dir, rule_file_paths
 from engine.nearest import suggest
 
@@ -110,7 +110,7 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
         # A date alone is the end of that day, so that the day's readings
         # count. (datetime.fromisoformat also takes a date alone, as midnight:
         # the date is tried first.)
-        parsed = datetime.combine(date.fromisoformat(value), time(23, 59, 59))
+        return evaluation_time(date.fromisoformat(value))
     except ValueError:
         try:
             parsed = datetime.fromisoformat(value)
@@ -120,7 +120,7 @@ def _as_of(value: str | None, last_recorded: datetime | None) -> datetime | None
                 EXIT_USAGE,
             )
             raise
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return evaluation_time(parsed)
 
 
 def _load(

@@ -10,7 +10,7 @@ smallest change of one fact that would make it fire.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -364,7 +364,7 @@ def why_not(
     kb: KnowledgeBase,
     case: Case | dict[str, Any] | str | Path,
     target: str,
-    as_of: datetime | Literal["last"] | None = None,
+    as_of: datetime | date | Literal["last"] | None = None,
     assessment: Assessment | None = None,
 ) -> WhyNot:
     """Why a named conclusion (finding, diagnosis, recommendation) was not reached.

@@ -9,7 +9,7 @@ number of results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -155,6 +155,15 @@ def _when(reading: Reading) -> tuple[bool, datetime]:
 def aware(t: datetime) -> datetime:
     """The time as given, or as UTC when it has no offset."""
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def evaluation_time(when: datetime | date) -> datetime:
+    """An evaluation time: a datetime as given (UTC when it has no offset); a
+    date alone is the end of that day, 23:59:59 UTC, so that the day's own
+    readings count."""
+    if isinstance(when, datetime):
+        return aware(when)
+    return datetime.combine(when, time(23, 59, 59), tzinfo=UTC)
 
 
 def first_few(names: Sequence[str], shown: int = 3) -> str:

@@ -32,7 +32,7 @@ from .compiler import (
     to_dnf,
 )
 from .errors import InputError, ModelError, Problem, RuleFileError
-from .facts import Case
+from .facts import Case, evaluation_time
 from .loader import LoadedFile, read_rule_file
 from .scoring import ScoringModel, load_models
 
@@ -466,7 +466,7 @@ class KnowledgeBase:
         self,
         case: Case | dict[str, Any] | str | Path,
         *,
-        as_of: datetime | Literal["last"] | None = None,
+        as_of: datetime | date | Literal["last"] | None = None,
         use_conditions: bool = True,
     ) -> Assessment:
         """Evaluate one case.
@@ -475,8 +475,10 @@ class KnowledgeBase:
             case: A :class:`Case`, a FHIR Bundle as a dict, or a path to a FHIR
                 bundle or case file.
             as_of: The evaluation time; default now; ``"last"`` for the
-                record's last entry (see :meth:`Case.last_time`). Readings after
-                it are ignored, so a case evaluates the same way on any day.
+                record's last entry (see :meth:`Case.last_time`). A datetime
+                without an offset is UTC; a date alone is the end of that day
+                (23:59:59 UTC), as ``--as-of`` takes it. Readings after it are
+                ignored, so a case evaluates the same way on any day.
             use_conditions: False leaves the record's problem list out (to
                 compare the engine's conclusions with it).
 
@@ -493,7 +495,7 @@ class KnowledgeBase:
         self,
         cases: Sequence[Case | dict[str, Any] | str | Path],
         *,
-        as_of: datetime | Literal["last"] | None = None,
+        as_of: datetime | date | Literal["last"] | None = None,
         use_conditions: bool = True,
     ) -> list[Assessment]:
         """Evaluate several cases; models score them in one call each.
@@ -501,8 +503,9 @@ class KnowledgeBase:
         Args:
             cases: Cases, FHIR Bundles as dicts, or paths, as :meth:`evaluate`
                 takes them.
-            as_of: One evaluation time for all (default: now, taken once);
-                ``"last"`` for each record's own last entry.
+            as_of: One evaluation time for all (default: now, taken once;
+                a date is its end, as for :meth:`evaluate`); ``"last"`` for
+                each record's own last entry.
             use_conditions: False leaves the problem lists out.
 
         Returns:
@@ -555,11 +558,11 @@ class KnowledgeBase:
             return last
         if as_of is None:
             return now
-        if isinstance(as_of, datetime):
-            return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+        if isinstance(as_of, date):  # a datetime too
+            return evaluation_time(as_of)
         raise InputError(
             case.source or case.case_id,
             "as_of",
             f"cannot use {as_of!r} as the evaluation time",
-            'pass a datetime, "last" or None (now)',
+            'pass a datetime, a date (its end), "last" or None (now)',
         )

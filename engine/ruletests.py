@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
 from .errors import InputError, Problem
+from .facts import evaluation_time
 from .knowledge import KnowledgeBase
 from .loader import locate
 from .nearest import suggest
@@ -192,10 +193,8 @@ def _outcome(result: Assessment) -> dict[str, set[str]]:
 
 
 def _as_of(test: RuleTest, last: datetime | None) -> datetime:
-    if isinstance(test.as_of, datetime):
-        return test.as_of if test.as_of.tzinfo else test.as_of.replace(tzinfo=UTC)
-    if isinstance(test.as_of, date):
-        return datetime.combine(test.as_of, time(23, 59, 59), tzinfo=UTC)
+    if isinstance(test.as_of, date):  # a datetime too
+        return evaluation_time(test.as_of)
     return last or datetime.now(UTC)
 
 

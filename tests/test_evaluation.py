@@ -106,6 +106,34 @@ def test_evaluate_many_takes_paths_and_as_of_last_per_record(
     assert info.value.where == "as_of"
 
 
+def test_a_date_as_of_is_the_end_of_that_day_as_on_the_command_line(
+    kb: KnowledgeBase,
+) -> None:
+    # The second of two stage 2 readings, taken at 10:00 on the day asked
+    # about, counts: the date means that whole day, as `--as-of 2024-01-01`
+    # does on the command line. At midnight there would be one reading only.
+    visits = [WHEN - timedelta(days=30), WHEN + timedelta(hours=10)]
+    case = _case(
+        {
+            "systolic_bp": [
+                Reading(value=164.0, unit="mm[Hg]", time=t) for t in visits
+            ],
+            "diastolic_bp": [
+                Reading(value=96.0, unit="mm[Hg]", time=t) for t in visits
+            ],
+        }
+    )
+
+    result = kb.evaluate(case, as_of=date(2024, 1, 1))
+
+    assert result.as_of == datetime(2024, 1, 1, 23, 59, 59, tzinfo=UTC)
+    assert "stage_2_hypertension" in {f.id for f in result.findings}
+    [many] = kb.evaluate_many([case], as_of=date(2024, 1, 1))
+    assert many.as_of == result.as_of
+    at_midnight = kb.evaluate(case, as_of=WHEN)
+    assert "stage_2_hypertension" not in {f.id for f in at_midnight.findings}
+
+
 def test_read_input_takes_a_file_name_as_text(kb: KnowledgeBase) -> None:
     assert read_input(str(EXAMPLE)) == read_input(EXAMPLE)
 
