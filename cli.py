@@ -668,20 +668,40 @@ def explain(
     console.print(Panel(NOTICE, style="bold yellow", expand=False))
 
 
+def _fact_line(f: Any) -> str:
+    shown = f"{f.value:g}" if isinstance(f.value, float) else str(f.value)
+    unit = f" {f.unit}" if f.unit else ""
+    agg = f", {f.aggregate} of {f.readings}" if f.aggregate != "latest" else ""
+    when = f" @ {f.time.date()}" if f.time else ""
+    src = f" [dim]{escape(f.source)}[/]" if f.source else ""
+    return f"fact {escape(f.name)} = {escape(shown + unit + agg + when)}{src}"
+
+
 def _tree(node: Any, parent: Tree | None = None) -> Tree:
-    value = f" {node.value:.3f}" if isinstance(node.value, float) else ""
+    if not isinstance(node.value, float):
+        value = ""
+    elif node.kind == "point_score":
+        value = f" = {node.value:g}"
+    else:
+        value = f" {node.value:.3f}"
     label = f"[bold]{node.kind}[/] {node.id}{value}: {escape(node.label)}"
     branch = parent.add(label) if parent is not None else Tree(label)
     for r in node.rules:
         rule = branch.add(escape(f"rule {r.rule_id} ({r.file}:{r.line}) {r.title}"))
         rule.add(f"[dim]source: {escape(r.source)}[/]")
-    for f in node.facts:
-        shown = f"{f.value:g}" if isinstance(f.value, float) else str(f.value)
-        unit = f" {f.unit}" if f.unit else ""
-        agg = f", {f.aggregate} of {f.readings}" if f.aggregate != "latest" else ""
-        when = f" @ {f.time.date()}" if f.time else ""
-        src = f" [dim]{escape(f.source)}[/]" if f.source else ""
-        branch.add(f"fact {escape(f.name)} = {escape(shown + unit + agg + when)}{src}")
+    # A point score's facts are its items' facts: shown under each item.
+    for f in node.facts if not node.components else []:
+        branch.add(_fact_line(f))
+    for c in node.components:
+        if c.points is None:
+            scored = f"cannot be determined (missing {', '.join(c.missing)})"
+        else:
+            scored = f"{c.points:g} point{'s' if c.points != 1 else ''}"
+        item = branch.add(
+            f"item {escape(c.id)}: {escape(scored)} [dim]{escape(c.title)}[/]"
+        )
+        for f in c.facts:
+            item.add(_fact_line(f))
     for name, weight in node.contributions:
         branch.add(f"input {name} contributes {weight:+.2f}")
     for child in node.because:

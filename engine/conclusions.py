@@ -31,6 +31,7 @@ from .certainty import combine_for_and_against, disagrees, update_with_score
 from .compiler import CompiledRule, Literal
 from .errors import UnitError
 from .facts import Case, aware
+from .points import SCORE_FACT_PREFIX
 from .truth import LeafSource
 from .units import convert
 
@@ -429,7 +430,7 @@ def _resting_on_implausible(
     reads = [
         (
             set(c.evidence.findings)
-            | {u.name.removeprefix("points:") for u in _facts_of(c)}
+            | {u.name.removeprefix(SCORE_FACT_PREFIX) for u in _facts_of(c)}
         )
         & findings
         for c in conclusions

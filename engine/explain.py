@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ruleformat as rf
-from .assessment import NOTICE, Assessment, FactUsed, RuleRef, Score
+from .assessment import NOTICE, Assessment, Component, FactUsed, RuleRef, Score
 from .caseview import CaseView
 from .cutpoints import thresholds_of
 from .facts import Case
 from .leaves import LeafResult, evaluate_leaf
-from .points import PointResult, evaluate_points
+from .points import SCORE_FACT_PREFIX, PointResult, evaluate_points
 
 if TYPE_CHECKING:
     from .knowledge import KnowledgeBase
@@ -51,6 +51,10 @@ class Derivation(_Out):
     rules: list[RuleRef] = Field(default_factory=list)
     facts: list[FactUsed] = Field(default_factory=list)
     contributions: list[tuple[str, float]] = Field(default_factory=list)
+    components: list[Component] = Field(
+        default_factory=list,
+        description="A point score's items, each with its points and facts.",
+    )
     because: list[Derivation] = Field(default_factory=list)
 
 
@@ -104,9 +108,14 @@ def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:
         kind, obj = nodes[node_id]
         ev = obj.evidence  # type: ignore[attr-defined]
         label = getattr(obj, "display", None) or getattr(obj, "text", None) or node_id
+        # The findings it rests on, and the point scores its conditions read.
+        read = [
+            *ev.findings,
+            *(u.name.removeprefix(SCORE_FACT_PREFIX) for u in ev.facts),
+        ]
         children = [
             build(f, (*trail, node_id))
-            for f in ev.findings
+            for f in dict.fromkeys(read)
             if f in nodes and f not in trail
         ]
         children += [
@@ -124,6 +133,7 @@ def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:
             value=value,
             rules=ev.rules,
             facts=ev.facts,
+            components=getattr(obj, "components", []),
             because=children,
         )
 

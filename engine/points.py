@@ -247,6 +247,10 @@ def evaluate_points(
     return Points(view, scores_defined, scores)
 
 
+# The name a point score's total goes by in the facts used for a conclusion.
+SCORE_FACT_PREFIX = "points:"
+
+
 def points_leaf(cond: rf.PointsTest, points: dict[str, PointResult]) -> LeafResult:
     """Decide a comparison of a point score's total, in three values."""
     result = points[cond.points]
@@ -254,7 +258,7 @@ def points_leaf(cond: rf.PointsTest, points: dict[str, PointResult]) -> LeafResu
         known = result.total is not None
         return LeafResult(known == cond.determined)
     used = FactUsed(
-        name=f"points:{cond.points}",
+        name=f"{SCORE_FACT_PREFIX}{cond.points}",
         value=result.total,
         aggregate="sum",
         readings=len(result.items),

@@ -236,3 +236,40 @@ def test_why_not_a_point_score_names_its_cut_point_and_the_items_that_scored(
     assert scores[0].change.startswith("scored: diabetes 1; 0 points: heart_failure")
     other = [o for o in attempt.obstacles if "one of" in o.condition]
     assert [o.condition for o in other] == ["sex one of other, unknown"]
+
+
+def test_how_a_recommendation_resting_on_a_point_score_lists_its_items(
+    tmp_path: Path,
+) -> None:
+    # A woman of 78 with AF and hypertension: CHA2DS2-VASc 4 = hypertension 1,
+    # age >= 75 2, female sex 1. The tree of the advice reaches the score, and
+    # the score shows each item with its points and the fact behind it.
+    case = tmp_path / "af.yaml"
+    case.write_text(
+        "patient: {age: 78, sex: female}\n"
+        "conditions: [atrial_fibrillation, hypertension]\n",
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase.load()
+    result = kb.evaluate(case, as_of=AS_OF)
+
+    [advice] = how(result, "anticoagulation_recommended")
+    [score] = [c for c in advice.because if c.id == "cha2ds2_vasc"]
+    assert (score.kind, score.value) == ("point_score", 4.0)
+    points = {c.id: c.points for c in score.components}
+    assert points == {
+        "heart_failure": 0,
+        "hypertension": 1,
+        "age": 2,
+        "diabetes": 0,
+        "stroke_tia_thromboembolism": 0,
+        "vascular_disease": 0,
+        "sex_female": 1,
+    }
+    [age] = next(c for c in score.components if c.id == "age").facts
+    assert age.value == 78
+
+    out = CliRunner().invoke(main, ["explain", str(case), "cha2ds2_vasc"]).output
+    assert "point_score cha2ds2_vasc = 4" in out
+    assert "item age: 2 points" in out and "fact age = 78 a" in out
+    assert "item heart_failure: 0 points" in out
