@@ -68,13 +68,16 @@ def read_input(path: Path | str, *, catalogue: Catalogue | None = None) -> Case:
     else:
         why = "the file does not exist"
     if not found:
-        if str(path).lstrip().startswith(("{", "<")):
-            # A document passed where its path belongs: not echoed back.
+        name = str(path)
+        if name.lstrip().startswith(("{", "<")) or "\n" in name:
+            # A document (JSON, XML, a YAML case file) passed where its path
+            # belongs: not echoed back.
             raise InputError(
                 "<text>",
                 "",
                 "this is the text of a document, not a path to a file",
-                "pass the parsed bundle (json.loads(text)) or the path of the file",
+                "pass the parsed document (json.loads or yaml.safe_load of "
+                "the text) or the path of the file",
             )
         raise InputError(source[:200], "", why, "check the path")
     if path.is_dir():

@@ -165,7 +165,12 @@ def test_document_text_passed_as_a_path_is_an_input_error_that_says_so() -> None
         read_input(text * 40)  # longer than any file name
     assert info.value.source == "<text>"
     assert "the text of a document, not a path to a file" in str(info.value)
-    assert "json.loads(text)" in str(info.value)
+    assert "json.loads" in str(info.value)
+    # A case file's YAML text, short enough to be a file name.
+    with pytest.raises(InputError) as yaml_text:
+        read_input("patient: {age: 50, sex: male}\nfacts: {bmi: 31 kg/m2}\n")
+    assert yaml_text.value.source == "<text>"
+    assert "yaml.safe_load" in str(yaml_text.value)
     with pytest.raises(InputError) as long_name:
         read_input("x" * 5000)
     assert "not a usable path: File name too long" in str(long_name.value)
