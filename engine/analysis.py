@@ -15,7 +15,7 @@ from typing import Any
 
 from . import ruleformat as rf
 from .catalogue import Catalogue, QuantityFact
-from .checks import RuleSite, rule_sites
+from .checks import RuleSite, rule_sites, score_sites
 from .cutpoints import thresholds_of
 from .errors import Problem, UnitError
 from .loader import LoadedFile
@@ -121,7 +121,8 @@ def _problem(
         line,
         col,
         msg,
-        rule_id=site.rule.id,
+        rule_id=site.owner,
+        subject=site.subject,
         hint=hint,
         code=code,
         severity=severity,
@@ -321,6 +322,93 @@ def _bands(sites: list[RuleSite], cat: Catalogue) -> list[Problem]:
     return out
 
 
+def _item_bands(files: list[LoadedFile], cat: Catalogue) -> list[Problem]:
+    """The bands of a point-score item give every plausible value of its fact
+    exactly one band: a value in none makes the item, and the score, unknown
+    for every patient who has it."""
+    out = []
+    for site, score in score_sites(files):
+        for ii, item in enumerate(score.items):
+            if item.bands is None or item.fact not in cat.quantities:
+                continue  # a text fact, or a fact reported already
+            fact = cat.quantities[item.fact]
+            raw = site.raw["items"][ii]["bands"]
+            members = []
+            for bi, band in enumerate(item.bands):
+                cond = rf.FactComparison(
+                    fact=fact.name,
+                    above=band.above,
+                    at_least=band.at_least,
+                    below=band.below,
+                    at_most=band.at_most,
+                )
+                if any(
+                    getattr(band, op) is not None
+                    and _cut(getattr(band, op), fact) is None
+                    for op in ("above", "at_least", "below", "at_most")
+                ):
+                    break  # a cut point in a wrong unit: reported by the checks
+                members.append((bi, interval_of(cond, fact)))
+            else:
+                out += [
+                    _problem(site, raw, bi, f"item `{item.id}`: {msg}", hint, code)
+                    for bi, msg, hint, code in _cover(fact, members)
+                ]
+    return out
+
+
+def _cover(
+    fact: QuantityFact, members: list[tuple[int, Interval]]
+) -> list[tuple[int, str, str, str]]:
+    """Gaps and overlaps of one item's bands, each given by its index: the
+    band, message, hint and code of each problem."""
+    out = []
+    lo, hi = fact.plausible or (-_INF, _INF)
+    members = sorted(members, key=lambda m: (m[1].lo, not m[1].lo_closed))
+    first, last = members[0], members[-1]
+    below = Interval(lo, lo > -_INF, first[1].lo, not first[1].lo_closed)
+    if not below.empty():
+        out.append(
+            (
+                first[0],
+                f"{fact.name} {below.text(fact.unit)} is in no band",
+                "extend the lowest band (`below` alone reaches down to any value)",
+                "band-gap",
+            )
+        )
+    for (_, a), (bi, b) in zip(members, members[1:], strict=False):
+        if a.hi < b.lo or (a.hi == b.lo and not a.hi_closed and not b.lo_closed):
+            gap = Interval(a.hi, not a.hi_closed, b.lo, not b.lo_closed)
+            out.append(
+                (
+                    bi,
+                    f"{fact.name} {gap.text(fact.unit)} is in no band",
+                    "make each band start where the previous one ends",
+                    "band-gap",
+                )
+            )
+        elif a.hi > b.lo or (a.hi == b.lo and a.hi_closed and b.lo_closed):
+            out.append(
+                (
+                    bi,
+                    f"{fact.name} {a.meet(b).text(fact.unit)} is in two bands",
+                    "use `below` in one band and `at_least` in the next",
+                    "band-overlap",
+                )
+            )
+    above = Interval(last[1].hi, not last[1].hi_closed, hi, hi < _INF)
+    if not above.empty():
+        out.append(
+            (
+                last[0],
+                f"{fact.name} {above.text(fact.unit)} is in no band",
+                "extend the highest band (`at_least` alone reaches up to any value)",
+                "band-gap",
+            )
+        )
+    return out
+
+
 def _unfilled(gap: Interval, intervals: list[Interval]) -> Interval | None:
     """The first part of a gap that the intervals lying inside it leave open.
 
@@ -425,6 +513,7 @@ def analyse(files: list[LoadedFile], catalogue: Catalogue) -> list[Problem]:
     # valid rules alone were kept) is left out of them.
     sites = [s for s in everything if not s.file.partial]
     out += _bands(sites, catalogue)
+    out += _item_bands([f for f in files if not f.partial], catalogue)
     out += _made_and_blocked(sites)
     out += _unused_findings(sites)
     return out

@@ -47,6 +47,11 @@ class RuleSite:
         """The id problems are reported under (a rule's or a point score's)."""
         return self.name or self.rule.id
 
+    @property
+    def subject(self) -> str:
+        """What the owner is, as problems name it."""
+        return "point score" if self.section == "point_scores" else "rule"
+
     def at(self, node: Any, key: str | int | None = None) -> tuple[int, int]:
         """1-based line and column of ``key`` in ``node`` (or of the rule)."""
         try:
@@ -68,6 +73,20 @@ def rule_sites(files: list[LoadedFile]) -> Iterator[RuleSite]:
             yield RuleSite(f, f.rule_place(i), rule, f.raw_rule(i))
 
 
+# A point score has no rule of its own: its site carries a placeholder.
+_NO_RULE = rf.Rule.model_construct(
+    id="", title="", when=rf.FindingTest(finding="none"), then=[]
+)
+
+
+def score_sites(files: list[LoadedFile]) -> Iterator[tuple[RuleSite, rf.PointScore]]:
+    """Every point score of every file, with a site that locates its parts."""
+    for f in files:
+        for si, score in enumerate(f.model.point_scores):
+            raw = f.raw["point_scores"][si]
+            yield RuleSite(f, si, _NO_RULE, raw, "point_scores", score.id), score
+
+
 def _problem(
     site: RuleSite,
     where: tuple[int, int],
@@ -82,6 +101,7 @@ def _problem(
         where[1],
         msg,
         rule_id=site.owner,
+        subject=site.subject,
         hint=hint,
         code=code,
         severity=severity,
@@ -289,120 +309,112 @@ def _check_point_scores(
 
     out: list[Problem] = []
     seen: set[str] = set()
-    dummy = rf.Rule.model_construct(
-        id="", title="", when=rf.FindingTest(finding="none"), then=[]
-    )
-    for f in files:
-        for si, score in enumerate(f.model.point_scores):
-            raw_score = f.raw["point_scores"][si]
-            site = RuleSite(f, si, dummy, raw_score, "point_scores", score.id)
-            if score.id in seen:
+    for site, score in score_sites(files):
+        raw_score = site.raw
+        if score.id in seen:
+            out.append(
+                _problem(
+                    site,
+                    site.at(None),
+                    f"point score id `{score.id}` is used twice",
+                    "give each its own id",
+                    "duplicate-id",
+                )
+            )
+        seen.add(score.id)
+        if score.reported_when is not None:
+            out += _check_when(
+                site,
+                cat,
+                models,
+                set(),
+                set(),  # a point score cannot wait on another: none exist yet
+                (score.reported_when, raw_score["reported_when"]),
+            )
+        for ii, item in enumerate(score.items):
+            raw_item = raw_score["items"][ii]
+            where = site.at(raw_score["items"], ii)
+            banded = item.bands is not None
+            if banded == (item.when is not None) or banded == (item.points is not None):
                 out.append(
                     _problem(
                         site,
-                        site.at(None),
-                        f"point score id `{score.id}` is used twice",
-                        "give each its own id",
-                        "duplicate-id",
+                        where,
+                        f"item `{item.id}` needs either "
+                        "`points` with `when`, or `fact` with `bands`",
+                        "",
+                        "point-item",
                     )
                 )
-            seen.add(score.id)
-            if score.reported_when is not None:
-                out += _check_when(
-                    site,
-                    cat,
-                    models,
-                    set(),
-                    set(),  # a point score cannot wait on another: none exist yet
-                    (score.reported_when, raw_score["reported_when"]),
+                continue
+            for key in ("when", "applies_when"):
+                cond = getattr(item, key)
+                if cond is None:
+                    continue
+                looped = mentions_finding(cond) and _findings_resting_on(
+                    partial(_reads_points, score.id), sites
+                ).intersection(
+                    c.finding
+                    for c, _ in _walk(cond, raw_item[key])
+                    if isinstance(c, rf.FindingTest)
                 )
-            for ii, item in enumerate(score.items):
-                raw_item = raw_score["items"][ii]
-                where = site.at(raw_score["items"], ii)
-                banded = item.bands is not None
-                if banded == (item.when is not None) or banded == (
-                    item.points is not None
+                if looped:
+                    out.append(
+                        _problem(
+                            site,
+                            site.at(raw_item, key),
+                            f"item `{item.id}` reads finding "
+                            f"`{sorted(looped)[0]}`, which rests on the "
+                            f"point score `{score.id}` itself",
+                            "an item may read only findings that do not "
+                            "depend on its own score",
+                            "cycle",
+                        )
+                    )
+                    continue
+                if any(
+                    isinstance(c, rf.PointsTest) for c, _ in _walk(cond, raw_item[key])
                 ):
                     out.append(
                         _problem(
                             site,
-                            where,
-                            f"item `{item.id}` needs either "
-                            "`points` with `when`, or `fact` with `bands`",
-                            "",
+                            site.at(raw_item, key),
+                            f"item `{item.id}` tests a point score; items "
+                            "are computed together and read facts only",
+                            "test the facts that score reads",
                             "point-item",
                         )
                     )
                     continue
-                for key in ("when", "applies_when"):
-                    cond = getattr(item, key)
-                    if cond is None:
-                        continue
-                    looped = mentions_finding(cond) and _findings_resting_on(
-                        partial(_reads_points, score.id), sites
-                    ).intersection(
-                        c.finding
-                        for c, _ in _walk(cond, raw_item[key])
-                        if isinstance(c, rf.FindingTest)
+                out += _check_when(
+                    site, cat, models, produced, points, (cond, raw_item[key])
+                )
+            if banded:
+                assert item.bands is not None
+                if item.fact is None:
+                    out.append(
+                        _problem(
+                            site,
+                            where,
+                            f"item `{item.id}` has bands but no `fact`",
+                            "add `fact:`",
+                            "point-item",
+                        )
                     )
-                    if looped:
-                        out.append(
-                            _problem(
-                                site,
-                                site.at(raw_item, key),
-                                f"item `{item.id}` reads finding "
-                                f"`{sorted(looped)[0]}`, which rests on the "
-                                f"point score `{score.id}` itself",
-                                "an item may read only findings that do not "
-                                "depend on its own score",
-                                "cycle",
-                            )
-                        )
-                        continue
-                    if any(
-                        isinstance(c, rf.PointsTest)
-                        for c, _ in _walk(cond, raw_item[key])
-                    ):
-                        out.append(
-                            _problem(
-                                site,
-                                site.at(raw_item, key),
-                                f"item `{item.id}` tests a point score; items "
-                                "are computed together and read facts only",
-                                "test the facts that score reads",
-                                "point-item",
-                            )
-                        )
-                        continue
-                    out += _check_when(
-                        site, cat, models, produced, points, (cond, raw_item[key])
+                    continue
+                for bi, band in enumerate(item.bands):
+                    cond = rf.FactComparison(
+                        fact=item.fact,
+                        above=band.above,
+                        at_least=band.at_least,
+                        below=band.below,
+                        at_most=band.at_most,
+                        equals=band.equals,
+                        one_of=band.one_of,
                     )
-                if banded:
-                    assert item.bands is not None
-                    if item.fact is None:
-                        out.append(
-                            _problem(
-                                site,
-                                where,
-                                f"item `{item.id}` has bands but no `fact`",
-                                "add `fact:`",
-                                "point-item",
-                            )
-                        )
-                        continue
-                    for bi, band in enumerate(item.bands):
-                        cond = rf.FactComparison(
-                            fact=item.fact,
-                            above=band.above,
-                            at_least=band.at_least,
-                            below=band.below,
-                            at_most=band.at_most,
-                            equals=band.equals,
-                            one_of=band.one_of,
-                        )
-                        out += _check_comparison(
-                            site, cond, _Merged(raw_item, raw_item["bands"][bi]), cat
-                        )
+                    out += _check_comparison(
+                        site, cond, _Merged(raw_item, raw_item["bands"][bi]), cat
+                    )
     return out
 
 

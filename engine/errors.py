@@ -61,7 +61,8 @@ class Problem:
         path: The file.
         line: 1-based line, or 0 when the problem concerns the whole file.
         column: 1-based column, or 0 when unknown.
-        rule_id: The rule the problem is in, if any.
+        rule_id: The rule (or point score) the problem is in, if any.
+        subject: What ``rule_id`` names: ``rule`` or ``point score``.
         message: What was found and what is allowed.
         hint: What to write instead (may be empty).
         severity: ``error`` (refuses the knowledge base) or ``warning``.
@@ -76,6 +77,7 @@ class Problem:
     hint: str = ""
     severity: str = "error"
     code: str = "invalid"
+    subject: str = "rule"
 
     def location(self) -> str:
         """Return ``path:line:column`` as editors expect it (the path alone
@@ -85,7 +87,7 @@ class Problem:
         return f"{self.path}:{self.line}:{self.column}"
 
     def __str__(self) -> str:
-        rule = f" [rule {self.rule_id}]" if self.rule_id else ""
+        rule = f" [{self.subject} {self.rule_id}]" if self.rule_id else ""
         hint = f"; {self.hint}" if self.hint else ""
         return f"{self.location()}: {self.severity}{rule}: {self.message}{hint}"
 

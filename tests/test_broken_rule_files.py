@@ -218,6 +218,20 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "`risk` itself",
         "an item may read only findings that do not depend on its own score",
     ),
+    "points_band_gap.yaml": (
+        14,
+        13,
+        "risk",
+        "item `age`: age [65, 66) a is in no band",
+        "make each band start where the previous one ends",
+    ),
+    "points_band_overlap.yaml": (
+        15,
+        13,
+        "rr",
+        "item `rate`: respiratory_rate [20, 20] /min is in two bands",
+        "use `below` in one band and `at_least` in the next",
+    ),
     "made_and_blocked.yaml": (
         12,
         5,
@@ -382,3 +396,12 @@ def test_two_rules_under_the_same_band_are_not_an_overlap(tmp_path: Path) -> Non
     (tmp_path / "b.yaml").write_text(head + rules, encoding="utf-8")
     kb = KnowledgeBase.load(tmp_path, MODELS)
     assert [p.code for p in kb.warnings] == []
+
+
+def test_a_point_score_problem_is_labelled_as_a_point_score() -> None:
+    [problem] = _problems("points_band_gap.yaml")
+    assert str(problem).startswith(
+        f"{problem.path}:14:13: error [point score risk]: item `age`"
+    )
+    [in_rule] = _problems("never_true.yaml")
+    assert " error [rule r1]: " in str(in_rule)
