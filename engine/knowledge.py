@@ -154,6 +154,57 @@ def _order(rules: list[CompiledRule]) -> tuple[list[int], list[Problem]]:
     return order, []
 
 
+def _compile(
+    files: list[LoadedFile],
+) -> tuple[list[CompiledRule], list[rf.Condition], list[Problem]]:
+    """Every rule in force compiled: its leaves (added to one list for all
+    rules) and conjuncts, with the problems of rules too complex to expand."""
+    rules: list[CompiledRule] = []
+    leaves: list[rf.Condition] = []
+    problems: list[Problem] = []
+    for f in files:
+        for i, rule in enumerate(f.model.rules):
+            if rule.status == "retired":
+                continue
+            line, column = (n + 1 for n in f.raw["rules"].lc.item(f.rule_place(i)))
+            start = len(leaves)
+            expr = compile_expr(rule.when, leaves)
+            try:
+                conjuncts = to_dnf(expr)
+            except OverflowError:
+                problems.append(
+                    Problem(
+                        f.path,
+                        line,
+                        column,
+                        f"the condition expands to more than "
+                        f"{MAX_CONJUNCTS} alternatives",
+                        rule_id=rule.id,
+                        hint="split the rule, or move finding "
+                        "tests out of any/at_least lists",
+                        code="too-complex",
+                    )
+                )
+                conjuncts = []
+            used = sorted(
+                {int(k) for c in conjuncts for kind, k, _ in c if kind == "L"}
+            )
+            rules.append(
+                CompiledRule(
+                    rule,
+                    f.model.ruleset,
+                    f.path,
+                    line,
+                    expr,
+                    used or list(range(start, len(leaves))),
+                    conjuncts,
+                    produced_by(rule),
+                    column=column,
+                )
+            )
+    return rules, leaves, problems
+
+
 def _governance(
     files: list[LoadedFile], approved_only: bool, today: date
 ) -> list[Problem]:
@@ -232,49 +283,7 @@ class KnowledgeBase:
         self.catalogue = catalogue
         self.calculations = [c for f in files for c in f.model.calculations]
         self.point_scores = [p for f in files for p in f.model.point_scores]
-        self.rules: list[CompiledRule] = []
-        self.leaves: list[rf.Condition] = []
-        problems: list[Problem] = []
-        for f in files:
-            for i, rule in enumerate(f.model.rules):
-                if rule.status == "retired":
-                    continue
-                line, column = (n + 1 for n in f.raw["rules"].lc.item(i))
-                expr = compile_expr(rule.when, self.leaves)
-                start = len(self.leaves)
-                try:
-                    conjuncts = to_dnf(expr)
-                except OverflowError:
-                    problems.append(
-                        Problem(
-                            f.path,
-                            line,
-                            column,
-                            f"the condition expands to more than "
-                            f"{MAX_CONJUNCTS} alternatives",
-                            rule_id=rule.id,
-                            hint="split the rule, or move finding "
-                            "tests out of any/at_least lists",
-                            code="too-complex",
-                        )
-                    )
-                    conjuncts = []
-                used = sorted(
-                    {int(k) for c in conjuncts for kind, k, _ in c if kind == "L"}
-                )
-                self.rules.append(
-                    CompiledRule(
-                        rule,
-                        f.model.ruleset,
-                        f.path,
-                        line,
-                        expr,
-                        used or list(range(start, len(self.leaves))),
-                        conjuncts,
-                        produced_by(rule),
-                        column=column,
-                    )
-                )
+        self.rules, self.leaves, problems = _compile(files)
         self.order, cycle_problems = _order(self.rules)
         problems += cycle_problems
         problems += self._capacity()
@@ -447,6 +456,12 @@ class KnowledgeBase:
         order = {str(path): i for i, path in enumerate(paths)}
         problems.sort(key=lambda p: (order.get(p.path, len(order)), p.line))
         if any(p.severity == "error" for p in problems):
+            # A chaining cycle is found in the compiled rules: looked for now
+            # too, so that it is listed with the other problems, not after
+            # they are fixed.
+            rules_found, _, too_complex = _compile(files)
+            problems += too_complex + _order(rules_found)[1]
+            problems.sort(key=lambda p: (order.get(p.path, len(order)), p.line))
             raise RuleFileError(problems)
         artifacts = [m.folder / "model.skops" for m in loaded_models.values()]
         content = _digest(paths + [a for a in artifacts if a.exists()])

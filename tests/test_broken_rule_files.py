@@ -303,17 +303,28 @@ def test_all_problems_of_all_files_in_one_run() -> None:
                 HERE / "unknown_fact.yaml",
                 HERE / "unit_missing.yaml",
                 HERE / "wrong_dimension.yaml",
+                HERE / "cycle.yaml",
             ],
             MODELS,
         )
     codes = sorted(p.code for p in info.value.problems)
-    # The three files share the ruleset id and the rule id r1: those are
-    # reported too (2 ruleset ids, 2 rule ids), beside each file's own problem.
-    assert codes == ["duplicate-id"] * 4 + [
+    # The four files share the ruleset id and the rule id r1: those are
+    # reported too (3 ruleset ids, 3 rule ids), beside each file's own
+    # problem. The chaining cycle is found among the other errors, not once
+    # they are fixed.
+    assert codes == [
+        "cycle",
+        *["duplicate-id"] * 6,
         "unit-dimension",
         "unit-missing",
         "unknown-fact",
     ]
+    [cycle] = [p for p in info.value.problems if p.code == "cycle"]
+    assert (cycle.path.endswith("cycle.yaml"), cycle.line, cycle.rule_id) == (
+        True,
+        7,
+        "r1",
+    )
 
 
 @pytest.mark.parametrize(
