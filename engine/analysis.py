@@ -15,10 +15,10 @@ from typing import Any
 
 from . import ruleformat as rf
 from .catalogue import Catalogue, QuantityFact
-from .checks import RuleSite, rule_sites, score_sites
 from .cutpoints import thresholds_of
 from .errors import Problem, UnitError
 from .loader import LoadedFile
+from .sites import RuleSite, rule_sites, score_sites
 from .units import convert
 
 __all__ = ["Interval", "analyse"]

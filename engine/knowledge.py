@@ -20,7 +20,7 @@ from .analysis import analyse
 from .assessment import Assessment, KnowledgeBaseInfo
 from .catalogue import Catalogue, default_catalogue
 from .chaining import Matcher, Session
-from .checks import check_rule_files, rule_sites
+from .checks import check_rule_files
 from .compiler import (
     MAX_CONJUNCTS,
     MAX_DURABLE_RULES,
@@ -35,6 +35,7 @@ from .errors import InputError, ModelError, Problem, RuleFileError
 from .facts import Case, evaluation_time
 from .loader import LoadedFile, read_rule_file
 from .scoring import ScoringModel, load_models
+from .sites import rule_sites
 
 __all__ = [
     "KnowledgeBase",
