@@ -237,11 +237,10 @@ def check_rule_tests(
     """
     usable: list[tuple[Path, RuleTestFile, Any]] = []
     problems: list[Problem] = []
-    known = (
-        {p for r in kb.rules for p in r.produces}
-        | {r.rule.id for r in kb.rules}
-        | {p.id for p in kb.point_scores}
-    )
+    rule_ids = {r.rule.id for r in kb.rules}
+    concluded = {p for r in kb.rules for p in r.produces} | {
+        p.id for p in kb.point_scores
+    }
     for path in rule_test_paths(paths):
         model, raw, found = read_rule_tests(path)
         problems += found
@@ -266,6 +265,10 @@ def check_rule_tests(
         for i, test in enumerate(model.tests):
             for side in ("expect", "absent"):
                 for kind, ids in getattr(test, side).model_dump().items():
+                    # `fired` and `undetermined` list rules; the others
+                    # list what rules conclude.
+                    of_rules = kind in ("fired", "undetermined")
+                    known = rule_ids if of_rules else concluded
                     for j, ident in enumerate(ids):
                         if ident in known:
                             continue
@@ -276,8 +279,19 @@ def check_rule_tests(
                                 line,
                                 col,
                                 f"test {test.name!r}: {side} {kind} names "
-                                f"`{ident}`, which no rule concludes",
-                                hint=suggest(ident, sorted(known)),
+                                f"`{ident}`, "
+                                + (
+                                    "which is not the id of a rule"
+                                    if of_rules
+                                    else "which no rule concludes"
+                                ),
+                                hint=(
+                                    f"`{kind}` lists rule ids; `{ident}` is a "
+                                    "conclusion: list it under what it is "
+                                    "(findings, diagnoses, recommendations)"
+                                    if of_rules and ident in concluded
+                                    else suggest(ident, sorted(known))
+                                ),
                                 code="unknown-id",
                             )
                         )

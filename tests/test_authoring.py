@@ -317,6 +317,30 @@ def test_rules_check_finds_a_misspelt_id_in_a_rule_test(tmp_path: Path) -> None:
     assert where in result.stdout
 
 
+def test_fired_takes_rule_ids_and_says_so_when_given_a_conclusion(
+    tmp_path: Path,
+) -> None:
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    (tmp_path / "bmi.test.yaml").write_text(
+        "ruleset: bmi\n"
+        "tests:\n"
+        "  - name: two slips\n"
+        "    given: {patient: {age: 45, sex: female}, facts: {bmi: 27 kg/m2}}\n"
+        "    expect: {fired: [bmi_overweigth, overweight]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert (
+        "expect fired names `bmi_overweigth`, which is not the id of a rule; "
+        "did you mean `bmi_overweight`?" in flat
+    )
+    assert (
+        "expect fired names `overweight`, which is not the id of a rule; "
+        "`fired` lists rule ids; `overweight` is a conclusion" in flat
+    )
+
+
 def test_a_misspelt_ruleset_in_a_rule_test_gets_a_did_you_mean(tmp_path: Path) -> None:
     shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
     test = (RULES / "bmi.test.yaml").read_text()
