@@ -106,11 +106,7 @@ def read_bundle(
                 "the resource has no resourceType",
                 'every resource names its type, e.g. "resourceType": "Observation"',
             )
-        bucket = buckets.get(kind)
-        if bucket is not None:
-            bucket.append((index, resource))
-        elif kind == "Medication":
-            _keep_medication(reader, index, entry.get("fullUrl"), resource)
+        _sort(reader, buckets, index, entry.get("fullUrl"), kind, resource)
     return _read(reader, buckets, validated=False)
 
 
@@ -146,11 +142,7 @@ def read_bundle_json(
         if resource is None:
             continue
         kind = resource["resourceType"]
-        bucket = buckets.get(kind)
-        if bucket is not None:
-            bucket.append((index, resource))
-        elif kind == "Medication":
-            _keep_medication(reader, index, entry.get("fullUrl"), resource)
+        _sort(reader, buckets, index, entry.get("fullUrl"), kind, resource)
     try:
         return _read(reader, buckets, validated=True)
     except InputError:
@@ -160,6 +152,24 @@ def read_bundle_json(
 
 def _buckets() -> dict[str, list[tuple[int, dict[str, Any]]]]:
     return {kind: [] for kind in _READ_TYPES}
+
+
+def _sort(
+    reader: ResourceReader,
+    buckets: dict[str, list[tuple[int, dict[str, Any]]]],
+    index: int,
+    full_url: object,
+    kind: str,
+    resource: dict[str, Any],
+) -> None:
+    """Put an entry's resource in its type's bucket, or keep what others cite."""
+    bucket = buckets.get(kind)
+    if bucket is not None:
+        bucket.append((index, resource))
+        if kind == "Patient" and isinstance(full_url, str):
+            reader.patient_urls[index] = full_url
+    elif kind == "Medication":
+        _keep_medication(reader, index, full_url, resource)
 
 
 def _keep_medication(
@@ -207,6 +217,11 @@ def _read(
         raise reader.fail(
             f"{label} id", "the Patient has no id", "give the Patient an id"
         )
+    # What the other resources call this Patient: Patient/id, its fullUrl.
+    reader.patient_id = patient.id
+    reader.patient_refs = frozenset(
+        {f"Patient/{patient.id}", *reader.patient_urls.values()}
+    )
     sex: Sex | None = None
     if patient.gender is not None:
         if patient.gender not in _SEX:
@@ -285,8 +300,20 @@ def _read(
         allergies=tuple(reader.allergies),
         last_recorded=last,
         notes=tuple(reader.notes),
-        problems=tuple(reader.unusable.values()),
+        problems=(*reader.unusable.values(), *reader.doubts, *_elsewhere(reader)),
     )
+
+
+def _elsewhere(reader: ResourceReader) -> list[str]:
+    if not reader.elsewhere:
+        return []
+    n = len(reader.elsewhere)
+    return [
+        f"{n} resource{'s' if n > 1 else ''} of the bundle "
+        f"{'are' if n > 1 else 'is'} about another patient than its Patient "
+        f"(Patient/{reader.patient_id}) and {'were' if n > 1 else 'was'} left "
+        f"out: {first_few(reader.elsewhere)}; check the export"
+    ]
 
 
 _US_CORE_RACE: Final = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"

@@ -50,6 +50,8 @@ _SKIPPED_MEDICATION: Final = frozenset({"entered-in-error", "cancelled", "not-ta
 # resume it, so a rule must not suggest starting the drug again.
 _ACTIVE_MEDICATION: Final = frozenset({"active", "on-hold"})
 _SKIPPED_VERIFICATION: Final = frozenset({"entered-in-error", "refuted"})
+# MedicationRequest intents that prescribe nothing (yet): not read as taken.
+_NOT_AN_ORDER: Final = frozenset({"proposal", "plan", "option"})
 _CLINICAL_STATUS: Final = dict.fromkeys(("active", "recurrence", "relapse"), True) | (
     dict.fromkeys(("inactive", "remission", "resolved"), False)
 )
@@ -92,6 +94,11 @@ class ResourceReader:
         self.notes: list[str] = []
         self.unit_notes: dict[str, int] = {}
         self.unusable: dict[str, str] = {}  # fact: why it is left out
+        self.doubts: list[str] = []  # read, but the assessment is partial
+        self.elsewhere: list[str] = []  # resources about another patient
+        self.patient_urls: dict[int, str] = {}  # entry index: fullUrl
+        self.patient_refs: frozenset[str] = frozenset()
+        self.patient_id = ""
         self.preliminary: list[str] = []  # results that may still change
         self.media: dict[str, tuple[int, dict[str, Any]]] = {}
         self.latest: datetime | None = None
@@ -107,6 +114,18 @@ class ResourceReader:
         the rules that need it cannot be determined.
         """
         self.unusable.setdefault(name, f"{name} not used: {where.strip()}: {reason}")
+
+    def about_someone_else(self, reference: str | None, source: str) -> bool:
+        """True (and the resource named) when a resource's subject is given
+        and is not this bundle's Patient: it is left out, not merged into
+        this patient's record."""
+        if not reference or reference in self.patient_refs:
+            return False
+        own = f"/Patient/{self.patient_id}"
+        if reference.split("/_history/")[0].endswith(own):
+            return False  # an absolute URL of this Patient
+        self.elsewhere.append(source)
+        return True
 
     def fail(self, where: str, reason: str, hint: str = "") -> InputError:
         return InputError(source=self.source, where=where, reason=reason, hint=hint)
@@ -199,6 +218,9 @@ class ResourceReader:
             return
         rid = obs.get("id")
         source = f"Observation/{rid}" if rid else label
+        subject = obs.get("subject")
+        if subject and self.about_someone_else(subject.get("reference"), source):
+            return
         if obs.get("status") == "preliminary":
             self.preliminary.append(source)
         coded = self.text_facts(obs["code"].get("coding", ()))
@@ -220,6 +242,15 @@ class ResourceReader:
             if not timed:
                 when, timed = self.observation_time(obs, label), True
             for name in facts:
+                if when is None:
+                    # An undated value may be older or newer than the others:
+                    # neither the latest nor a mean can be taken with it.
+                    self.cannot_use(
+                        name,
+                        source,
+                        "the Observation has no date (effective[x] or issued)",
+                    )
+                    continue
                 self.reading(name, quantity, when, source, f"{label} {prefix}")
 
     def top_value(self, obs: ObservationData, source: str) -> QuantityData | None:
@@ -372,6 +403,7 @@ class ResourceReader:
             label,
             ("effectiveDateTime", obs.get("effectiveDateTime")),
             ("effectivePeriod.start", period.get("start") if period else None),
+            ("effectivePeriod.end", period.get("end") if period else None),
             ("effectiveInstant", obs.get("effectiveInstant")),
             ("issued", obs.get("issued")),
         )
@@ -389,10 +421,12 @@ class ResourceReader:
         assert recorded is not None  # checked by the caller
         comparator = quantity.get("comparator")
         if comparator:
-            # "<30 mg/g" is a bound, not a value; reading it as 30 would invent one.
-            self.notes.append(
-                f"{name} recorded as {comparator}{recorded:g} "
-                f"({source}) is a bound, not a value; not read"
+            # "<30 mg/g" is a bound, not a value: reading it as 30 would invent
+            # one, and skipping it would let an older value stand as the latest.
+            self.cannot_use(
+                name,
+                f"{where}valueQuantity.comparator",
+                f"recorded as {comparator}{recorded:g}, a bound, not a value",
             )
             return
         raw, field = quantity.get("code"), "code"
@@ -434,11 +468,11 @@ class ResourceReader:
             if coding.code in known:
                 return known[coding.code]
         codes = ", ".join(f"`{c.code}`" for c in concept.coding)
-        raise self.fail(
-            where,
-            f"clinical status {codes} is not a FHIR R4 clinical status",
-            f"use one of: {', '.join(known)}",
+        self.doubts.append(
+            f"{where}: {codes} is not a FHIR R4 clinical status "
+            f"({', '.join(known)}); read as if none were recorded"
         )
+        return None
 
     @staticmethod
     def refuted(concept: CodeableConcept | None) -> bool:
@@ -449,6 +483,9 @@ class ResourceReader:
     def condition(self, resource: dict[str, Any], label: str) -> None:
         cond = self.validate(Condition, resource, label)
         if cond.code is None or self.refuted(cond.verification_status):
+            return
+        source = f"Condition/{cond.id}" if cond.id else label
+        if cond.subject and self.about_someone_else(cond.subject.reference, source):
             return
         onset = self.first_time(
             label,
@@ -464,9 +501,14 @@ class ResourceReader:
             cond.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
         )
         if active is None:
-            # R4 con-4: an abated condition is inactive, resolved or in remission.
-            active = end is None
-        source = f"Condition/{cond.id}" if cond.id else label
+            # R4 con-4: an abated condition is inactive, resolved or in
+            # remission, whatever form its abatement takes.
+            active = end is None and not (
+                cond.abatement_boolean
+                or cond.abatement_string
+                or cond.abatement_age
+                or cond.abatement_range
+            )
         found: set[str] = set()
         for coding in cond.code.coding:
             if coding.system != SNOMED or not coding.code:
@@ -531,6 +573,14 @@ class ResourceReader:
         use = self.validate(MedicationUse, resource, label)
         if use.status in _SKIPPED_MEDICATION:
             return
+        kind = resource["resourceType"]
+        source = f"{kind}/{use.id}" if use.id else label
+        if use.subject and self.about_someone_else(use.subject.reference, source):
+            return
+        if use.do_not_perform or use.intent in _NOT_AN_ORDER:
+            said = "an order not to give it" if use.do_not_perform else use.intent
+            self.notes.append(f"{source} is {said}: not read as taken")
+            return
         code = self.medication_code(use, label)
         if code is None:
             return
@@ -544,8 +594,6 @@ class ResourceReader:
         end = self.first_time(
             label, ("effectivePeriod.end", _end(use.effective_period))
         )
-        kind = resource["resourceType"]
-        source = f"{kind}/{use.id}" if use.id else label
         active = use.status in _ACTIVE_MEDICATION
         entries = [
             _coded(concept, coding, code, (onset, end, active), source)
@@ -563,6 +611,9 @@ class ResourceReader:
             return
         if not item.code.coding and not item.code.text:
             return
+        source = f"AllergyIntolerance/{item.id}" if item.id else label
+        if item.patient and self.about_someone_else(item.patient.reference, source):
+            return
         onset = self.first_time(
             label,
             ("onsetDateTime", item.onset_date_time),
@@ -571,7 +622,6 @@ class ResourceReader:
         active = self.status(
             item.clinical_status, f"{label} clinicalStatus", _CLINICAL_STATUS
         )
-        source = f"AllergyIntolerance/{item.id}" if item.id else label
         pairs: list[tuple[str | None, Coding | None]] = [*self.concepts(item.code)]
         if not pairs:
             first = next((c for c in item.code.coding if c.code), None)

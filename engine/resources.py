@@ -101,6 +101,7 @@ class Component(_Element):
 class Observation(_Element):
     id: str | None = None
     status: str | None = None
+    subject: Reference | None = None
     code: CodeableConcept
     effective_date_time: str | None = None
     effective_period: Period | None = None
@@ -123,6 +124,7 @@ class Patient(_Element):
 
 class Condition(_Element):
     id: str | None = None
+    subject: Reference | None = None
     code: CodeableConcept | None = None
     clinical_status: CodeableConcept | None = None
     verification_status: CodeableConcept | None = None
@@ -130,6 +132,11 @@ class Condition(_Element):
     onset_period: Period | None = None
     abatement_date_time: str | None = None
     abatement_period: Period | None = None
+    # Any other abatement says the condition abated, when, in a way not read.
+    abatement_age: dict[str, Any] | None = None
+    abatement_range: dict[str, Any] | None = None
+    abatement_string: str | None = None
+    abatement_boolean: Flag | None = None
 
 
 class Medication(_Element):
@@ -140,6 +147,9 @@ class Medication(_Element):
 class MedicationUse(_Element):
     id: str | None = None
     status: str | None = None
+    subject: Reference | None = None
+    intent: str | None = None  # MedicationRequest only
+    do_not_perform: Flag | None = None  # MedicationRequest only
     medication_codeable_concept: CodeableConcept | None = None
     medication_reference: Reference | None = None
     authored_on: str | None = None
@@ -151,6 +161,7 @@ class MedicationUse(_Element):
 
 class AllergyIntolerance(_Element):
     id: str | None = None
+    patient: Reference | None = None
     code: CodeableConcept | None = None
     clinical_status: CodeableConcept | None = None
     verification_status: CodeableConcept | None = None
@@ -194,9 +205,14 @@ class ComponentData(TypedDict):
     valueQuantity: NotRequired[QuantityData | None]
 
 
+class ReferenceData(TypedDict):
+    reference: NotRequired[str | None]
+
+
 class ObservationData(TypedDict):
     id: NotRequired[str | None]
     status: NotRequired[str | None]
+    subject: NotRequired[ReferenceData | None]
     code: ConceptData
     effectiveDateTime: NotRequired[str | None]
     effectivePeriod: NotRequired[PeriodData | None]

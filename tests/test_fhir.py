@@ -240,14 +240,34 @@ def test_observation_time_fallbacks_and_partial_dates() -> None:
     issued = observation("i", "39156-5", 31.2, "kg/m2")
     del issued["effectiveDateTime"]
     issued["issued"] = "2021-01-02T03:04:05.678+01:00"
-    undated = observation("u", "29463-7", 80, "kg")
-    del undated["effectiveDateTime"]
-    case = read(period, issued, undated)
+    ended = observation("e", "2160-0", 1.1, "mg/dL")
+    del ended["effectiveDateTime"]
+    ended["effectivePeriod"] = {"end": "2015-01-01"}
+    case = read(period, issued, ended)
     assert case.readings["hba1c"][0].time == datetime(2019, 5, 1, tzinfo=UTC)
     assert case.readings["bmi"][0].time == datetime(
         2021, 1, 2, 2, 4, 5, 678000, tzinfo=UTC
     )
-    assert case.readings["body_weight"][0].time is None
+    # A period with only its end is placed there, not taken as current.
+    assert case.readings["creatinine"][0].time == datetime(2015, 1, 1, tzinfo=UTC)
+    assert case.problems == ()
+
+
+def test_an_undated_observation_leaves_its_fact_out_and_is_named() -> None:
+    # An eGFR of 25 with no date could be older or newer than the dated one:
+    # it is not taken as current (severe impairment today), and the dated 62
+    # must not stand as the latest either.
+    dated = observation("d", "98979-8", 62, "mL/min/{1.73_m2}")
+    undated = observation("u", "98979-8", 25, "mL/min/{1.73_m2}")
+    del undated["effectiveDateTime"]
+    weight = observation("w", "29463-7", 80, "kg")
+    case = read(dated, undated, weight)
+    assert "egfr" not in case.readings
+    assert [r.value for r in case.readings["body_weight"]] == [80.0]
+    assert case.problems == (
+        "egfr not used: Observation/u: the Observation has no date "
+        "(effective[x] or issued)",
+    )
 
 
 def test_unknown_and_non_loinc_codes_are_ignored() -> None:
@@ -336,12 +356,18 @@ def test_an_annotated_ucum_unit_is_read_as_the_unit_it_annotates() -> None:
     assert case.notes == ("hba1c recorded in `%{HbA1c}` was read as `%` (1 value)",)
 
 
-def test_comparator_value_is_not_read_as_a_number() -> None:
-    obs = observation("a", "14959-1", 30, "mg/g")
-    obs["valueQuantity"]["comparator"] = "<"
-    case = read(obs)
-    assert "acr" not in case.readings
-    assert any("<30" in n and "bound" in n for n in case.notes)
+def test_a_bound_leaves_its_fact_out_so_an_older_value_is_not_the_latest() -> None:
+    # eGFR ">90" (as laboratories report it) after an eGFR of 25: reading the
+    # 25 as the latest would call for stopping metformin.
+    old = observation("e1", "98979-8", 25, "mL/min/{1.73_m2}", "2023-12-01")
+    bound = observation("e2", "98979-8", 90, "mL/min/{1.73_m2}", "2024-05-01")
+    bound["valueQuantity"]["comparator"] = ">"
+    case = read(old, bound)
+    assert "egfr" not in case.readings
+    assert case.problems == (
+        "egfr not used: Observation/e2 (entry 2) valueQuantity.comparator: "
+        "recorded as >90, a bound, not a value",
+    )
 
 
 @pytest.mark.parametrize(
@@ -533,6 +559,11 @@ def test_resolved_condition_is_inactive_with_its_end() -> None:
         ("remission", {}, False),
         (None, {}, True),
         (None, {"abatementDateTime": "2019"}, False),
+        # R4 con-4: any abatement means the condition abated.
+        (None, {"abatementBoolean": True}, False),
+        (None, {"abatementBoolean": False}, True),
+        (None, {"abatementString": "in childhood"}, False),
+        (None, {"abatementAge": {"value": 12, "unit": "a"}}, False),
     ],
 )
 def test_condition_activity(
@@ -554,10 +585,64 @@ def test_unknown_condition_codes_are_skipped() -> None:
     assert read(condition("c", "195662009")).conditions == ()
 
 
-def test_bad_clinical_status_is_an_error() -> None:
-    err = error(bundle(condition("c", "38341003", "cured")))
-    assert err.where == "Condition/c (entry 1) clinicalStatus"
-    assert "`cured`" in err.reason
+def test_a_clinical_status_outside_r4_is_read_as_none_and_named() -> None:
+    # One odd Condition does not refuse the whole record: it is read as if no
+    # status were recorded (active unless abated), and the assessment is
+    # partial, naming it.
+    case = read(
+        condition("c", "38341003", "cured"),
+        condition("d", "44054006", "55561003", abatementDateTime="2019"),
+    )
+    assert {(c.concept, c.active) for c in case.conditions} == {
+        ("hypertension", True),
+        ("diabetes", False),
+        ("type_2_diabetes", False),
+    }
+    assert case.problems == (
+        "Condition/c (entry 1) clinicalStatus: `cured` is not a FHIR R4 clinical "
+        "status (active, recurrence, relapse, inactive, remission, resolved); "
+        "read as if none were recorded",
+        "Condition/d (entry 2) clinicalStatus: `55561003` is not a FHIR R4 "
+        "clinical status (active, recurrence, relapse, inactive, remission, "
+        "resolved); read as if none were recorded",
+    )
+
+
+def test_resources_about_another_patient_are_left_out_and_named() -> None:
+    # Two HbA1c results of someone else must not diagnose this patient.
+    other = {"reference": "Patient/SOMEONE-ELSE"}
+    theirs = [
+        observation("h1", "4548-4", 9.0, "%", "2024-01-01", subject=other),
+        observation("h2", "4548-4", 9.2, "%", "2024-03-01", subject=other),
+        condition("c", "44054006", subject=other),
+        med_request("m") | {"subject": other},
+        allergy("a", {"system": RXNORM, "code": "6809"}, patient=other),
+    ]
+    # Ours: by fullUrl, by Patient/id, by an absolute URL, or not said.
+    ours = [
+        observation("w1", "29463-7", 80, "kg", subject={"reference": "urn:uuid:p1"}),
+        observation(
+            "w2", "29463-7", 81, "kg", "2024-03-02", subject={"reference": "Patient/p1"}
+        ),
+        observation(
+            "w3",
+            "29463-7",
+            82,
+            "kg",
+            "2024-03-03",
+            subject={"reference": "https://ehr.example/fhir/Patient/p1/_history/2"},
+        ),
+        observation("w4", "29463-7", 83, "kg", "2024-03-04"),
+    ]
+    case = read(*theirs, *ours)
+    assert "hba1c" not in case.readings
+    assert [r.value for r in case.readings["body_weight"]] == [80, 81, 82, 83]
+    assert case.conditions == case.medications == case.allergies == ()
+    assert case.problems == (
+        "5 resources of the bundle are about another patient than its Patient "
+        "(Patient/p1) and were left out: Observation/h1, Observation/h2, "
+        "Condition/c and 2 more; check the export",
+    )
 
 
 # --- medications ------------------------------------------------------------
@@ -578,6 +663,22 @@ def test_metformin_request(status: str, active: bool) -> None:
 @pytest.mark.parametrize("status", ["entered-in-error", "cancelled"])
 def test_erroneous_requests_are_skipped(status: str) -> None:
     assert read(med_request("m", status)).medications == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"doNotPerform": True}, "an order not to give it"),
+        ({"intent": "proposal"}, "proposal"),
+        ({"intent": "plan"}, "plan"),
+    ],
+)
+def test_an_order_not_to_give_or_a_proposal_is_not_taking_the_drug(
+    change: dict[str, Any], said: str
+) -> None:
+    case = read(med_request("m") | change)
+    assert case.medications == ()
+    assert case.notes == (f"MedicationRequest/m is {said}: not read as taken",)
 
 
 def test_medication_reference_resolves_by_full_url_and_by_id() -> None:

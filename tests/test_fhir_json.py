@@ -80,7 +80,8 @@ def full_record() -> list[Any]:
         glucose("g3", 99, "mg/dL", component=[{"code": {"text": "x"}}]),
         {
             **glucose("g4"),
-            "valueQuantity": {"value": 30, "comparator": "<", "unit": "mg/dL"},
+            "code": {"coding": [{"system": LOINC, "code": "14959-1"}]},
+            "valueQuantity": {"value": 30, "comparator": "<", "unit": "mg/g"},
         },
         survey("s1", valueString="never smoker"),
         {
@@ -163,7 +164,8 @@ def test_a_record_of_every_kind_reads_the_same_both_ways(tmp_path: Path) -> None
     assert 6.1 in values and 5.5 not in values  # only the amended version
     assert fast.readings["race"][0].value == "white"
     assert fast.medications and fast.allergies and fast.conditions
-    assert any("bound, not a value" in note for note in fast.notes)
+    assert "acr" not in fast.readings
+    assert any("bound, not a value" in problem for problem in fast.problems)
 
 
 def test_entries_without_a_resource_are_skipped_both_ways(tmp_path: Path) -> None:

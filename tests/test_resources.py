@@ -21,6 +21,7 @@ PAIRS = [
     (resources.Coding, resources.CodingData),
     (resources.Quantity, resources.QuantityData),
     (resources.Period, resources.PeriodData),
+    (resources.Reference, resources.ReferenceData),
 ]
 
 
@@ -65,6 +66,7 @@ MALFORMED = [
     {"effectiveDateTime": 2024},
     {"id": 7},
     {"status": ["final"]},
+    {"subject": "Patient/p"},
 ]
 
 
@@ -82,7 +84,8 @@ def test_both_schemas_accept_a_well_formed_observation() -> None:
     model = resources.Observation.model_validate(obs)
     data = resources.OBSERVATION.validate_python(obs)
     assert model.model_dump(by_alias=True, exclude_unset=True) == data
-    assert "subject" not in data
+    assert data["subject"] == {"reference": "Patient/p"}
+    assert "resourceType" not in data  # elements not read are dropped
 
 
 def test_an_error_is_worded_by_the_model() -> None:
