@@ -36,7 +36,13 @@ from .catalogue import Catalogue, QuantityFact, default_catalogue
 from .errors import InputError, UnitError
 from .facts import Case, CodedEntry, Reading, Sex, last_entry
 from .nearest import suggest
-from .values import accept_unit, is_count, parse_datetime, plausibility_note
+from .values import (
+    accept_unit,
+    is_count,
+    latest_day,
+    parse_datetime,
+    plausibility_note,
+)
 
 __all__ = ["load_yaml", "read_case_data", "read_case_file"]
 
@@ -338,6 +344,9 @@ class _CaseReader:
                 node["birth_date"], pos, "patient.birth_date", identifying=True
             )
             out["birth_date"] = born.date()
+            given = node["birth_date"]
+            if isinstance(given, str):  # "1959", "1959-02": a span of days
+                out["birth_date_latest"] = latest_day(given.strip())
         if "deceased" in node:
             pos = _value_pos(node, "deceased")
             if isinstance(node["deceased"], bool):

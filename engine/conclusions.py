@@ -253,7 +253,7 @@ def assemble(
 
     problem_list = [*case.problems, *problems()]
     point_findings = _point_findings(kb, points)
-    problem_list += _resting_on_implausible(
+    problem_list += _resting_on_doubts(
         view, [*diagnoses, *point_findings, *findings.values(), *recommendations]
     )
     state = "complete" if not problem_list else "partial"
@@ -408,22 +408,24 @@ def _recommendation_text(kb: KnowledgeBase, rid: str) -> tuple[str, str]:
     return rid, "n/a"
 
 
-def _resting_on_implausible(
+def _resting_on_doubts(
     view: CaseView, conclusions: Sequence[Diagnosis | Finding | Recommendation]
 ) -> list[str]:
-    """A problem for each value outside its fact's plausible range (a systolic
-    of 1400 typed for 140) that conclusions rest on, naming them: those that
-    use it, and those that rest on them through findings and point scores
-    (CHA2DS2-VASc counting a diabetes the value confirmed, and the
-    anticoagulation advice that reads the score).
+    """A problem for each doubtful value that conclusions rest on, naming
+    them: those that use it, and those that rest on them through findings and
+    point scores (CHA2DS2-VASc counting a diabetes the value confirmed, and
+    the anticoagulation advice that reads the score).
 
-    The value is used as recorded, since a range cannot tell an error from a
-    rare extreme (a glucose of 1600 mg/dL in a hyperosmolar state); the
+    A value is doubtful when it is outside its fact's plausible range (a
+    systolic of 1400 typed for 140), or when it is an age counted from a birth
+    date given to the year or month only, across which the age differs (64 or
+    65). The value is used as recorded, since a range cannot tell an error
+    from a rare extreme (a glucose of 1600 mg/dL in a hyperosmolar state); the
     conclusions are made, and the assessment is partial until someone checks
     the record.
     """
     doubts = [
-        {d for u in _facts_of(c) if (d := _implausible(view, u)) is not None}
+        {d for u in _facts_of(c) if (d := _doubt(view, u)) is not None}
         for c in conclusions
     ]
     findings = {c.id for c in conclusions if isinstance(c, Finding)}
@@ -468,8 +470,16 @@ def _facts_of(c: Diagnosis | Finding | Recommendation) -> list[FactUsed]:
     return [*c.evidence.facts, *items]
 
 
-def _implausible(view: CaseView, used: FactUsed) -> str | None:
-    """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or None."""
+def _doubt(view: CaseView, used: FactUsed) -> str | None:
+    """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or
+    ``age 65 a is counted ...``, or None."""
+    if used.name == "age" and (span := view.age_span()) is not None:
+        # The birth date itself identifies the patient: not repeated.
+        return (
+            f"age {span[1]} a is counted from the first day of a birth date "
+            "recorded as a year or month only (the patient is "
+            f"{span[0]} or {span[1]} at the evaluation time)"
+        )
     fact = view.catalogue.quantities.get(used.name)
     value = used.value
     if (

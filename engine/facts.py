@@ -71,7 +71,13 @@ class Case(BaseModel):
         case_id: A stable id of the case (FHIR Patient.id or the file name).
             Never logged above DEBUG.
         source: The input file or label, for messages.
-        birth_date: Date of birth, if known.
+        birth_date: Date of birth, if known (its first day when the record
+            gives only the month or the year).
+        birth_date_latest: The last day the birth date can be when the record
+            gives only its month or year (FHIR allows ``1959``); None when
+            the day is known. An age that differs across that span is
+            counted from ``birth_date``, and conclusions resting on it are
+            named as uncertain.
         age: Age in whole years when given directly (case files); otherwise
             computed from ``birth_date`` at the evaluation time.
         sex: Administrative sex as the rules use it.
@@ -95,6 +101,7 @@ class Case(BaseModel):
     case_id: str
     source: str = ""
     birth_date: date | None = None
+    birth_date_latest: date | None = None
     age: int | None = None
     sex: Sex | None = None
     deceased: datetime | None = None

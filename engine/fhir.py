@@ -30,7 +30,7 @@ from .errors import InputError
 from .facts import Case, Reading, Sex, first_few
 from .resourcereader import ResourceReader, kind_of, label_of
 from .resources import BUNDLE, ObservationData, Patient
-from .values import accept_unit, parse_datetime, plausibility_note
+from .values import accept_unit, latest_day, parse_datetime, plausibility_note
 
 __all__ = [
     "accept_unit",
@@ -292,6 +292,7 @@ def _read(
         case_id=patient.id,
         source=reader.source,
         birth_date=born.date() if born else None,
+        birth_date_latest=latest_day(patient.birth_date) if born else None,
         sex=sex,
         deceased=deceased,
         readings=readings,

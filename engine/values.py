@@ -8,7 +8,7 @@ ranges (a value kept as recorded, with a note, when it is out of range).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from .catalogue import QuantityFact
@@ -25,6 +25,19 @@ _ANNOTATION = re.compile(r"/?\{[^}]*\}")
 
 
 @lru_cache(maxsize=8192)
+def latest_day(text: str) -> date | None:
+    """The last day a FHIR date given to the year or month may be
+    (``1959`` ends on 1959-12-31); None for a full date or a dateTime."""
+    match = _DATE.fullmatch(text)
+    if not match or match.group(3):
+        return None
+    year, month = int(match.group(1)), match.group(2)
+    if month is None:
+        return date(year, 12, 31)
+    first_of_next = date(year + int(month) // 12, int(month) % 12 + 1, 1)
+    return first_of_next - timedelta(days=1)
+
+
 def parse_datetime(text: str) -> datetime:
     """Parse a FHIR date, dateTime or instant into an aware datetime.
 

@@ -530,3 +530,13 @@ def test_deceased_yes_or_no_asks_for_the_date_of_death() -> None:
     assert err.where == "line 1, column 41 (patient.deceased)"
     assert err.reason == "`deceased` takes the date of death, not yes or no"
     assert err.hint.startswith("write the date (YYYY-MM-DD)")
+
+
+def test_a_birth_year_alone_is_kept_as_a_span_of_days() -> None:
+    got = case('patient: {birth_date: "1959", sex: male}\n')
+    assert (got.birth_date, got.birth_date_latest) == (
+        date(1959, 1, 1),
+        date(1959, 12, 31),
+    )
+    full = case("patient: {birth_date: 1959-06-15, sex: male}\n")
+    assert (full.birth_date, full.birth_date_latest) == (date(1959, 6, 15), None)

@@ -413,3 +413,48 @@ def test_an_implausible_value_names_the_conclusions_resting_on_it_through_findin
         "cha2ds2_vasc",
         "anticoagulation_reasonable",
     } <= set(named.split(", "))
+
+
+@pytest.mark.parametrize(
+    ("born", "latest", "as_of", "status"),
+    [
+        # Born in 1959, on a day not recorded: 64 or 65 on 1 March 2024.
+        (date(1959, 1, 1), date(1959, 12, 31), datetime(2024, 3, 1), "partial"),
+        # Born in February 1959: 65 on 1 March 2024 whatever the day.
+        (date(1959, 2, 1), date(1959, 2, 28), datetime(2024, 3, 1), "complete"),
+        # The day is known.
+        (date(1959, 6, 1), None, datetime(2024, 3, 1), "complete"),
+    ],
+)
+def test_an_age_from_a_birth_year_alone_names_what_rests_on_it(
+    kb: KnowledgeBase, born: date, latest: date | None, as_of: datetime, status: str
+) -> None:
+    # A man with AF: age 65 gives a CHA2DS2-VASc point (anticoagulation
+    # reasonable), 64 none (not recommended). The age is counted from the
+    # first possible day; where it could be either, the advice is named.
+    case = Case(
+        case_id="yob",
+        sex="male",
+        birth_date=born,
+        birth_date_latest=latest,
+        conditions=[
+            CodedEntry(
+                concept="atrial_fibrillation",
+                system="http://snomed.info/sct",
+                code="49436004",
+                onset=WHEN,
+            )
+        ],
+    )
+    result = kb.evaluate(case, as_of=as_of)
+    assert result.status == status
+    if status == "partial":
+        [problem] = result.problems
+        assert problem.startswith(
+            "age 65 a is counted from the first day of a birth date recorded as a "
+            "year or month only (the patient is 64 or 65 at the evaluation time): "
+            "check the record before acting on cha2ds2_vasc"
+        )
+        assert "anticoagulation_reasonable" in problem
+    else:
+        assert result.problems == []

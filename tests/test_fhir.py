@@ -516,6 +516,23 @@ def test_bad_gender() -> None:
     assert err.hint == "use male, female, other or unknown"
 
 
+@pytest.mark.parametrize(
+    ("given", "first", "last"),
+    [
+        ("1959", "1959-01-01", "1959-12-31"),
+        ("1960-02", "1960-02-01", "1960-02-29"),
+        ("1959-12", "1959-12-01", "1959-12-31"),
+        ("1959-06-15", "1959-06-15", None),
+    ],
+)
+def test_a_birth_date_without_its_day_keeps_its_span(
+    given: str, first: str, last: str | None
+) -> None:
+    case = read_bundle(bundle(patient(birthDate=given), with_patient=False), source="x")
+    assert str(case.birth_date) == first
+    assert (str(case.birth_date_latest) if case.birth_date_latest else None) == last
+
+
 def test_bad_birth_date_names_resource_and_field() -> None:
     err = error(bundle(patient(birthDate="02/03/1957"), with_patient=False))
     assert err.where == "Patient/p1 (entry 0) birthDate"
