@@ -78,6 +78,7 @@ EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT, EXIT_RULES, EXIT_MODEL, EXIT_EVAL = (
     6,
 )
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 err_console = Console(stderr=True)
 
@@ -868,29 +869,37 @@ def batch(
         )
         return
 
-    # Ctrl-C asks to stop after the chunks in progress; a second one quits now.
+    # Ctrl-C (or a SIGTERM from a service manager, `timeout`, a CI runner)
+    # asks to stop after the chunks in progress and stops the worker
+    # processes; a second one quits now.
     stop = threading.Event()
+    why: list[int] = []  # the signal that stopped the batch
 
-    def on_interrupt(_signum: int, _frame: object) -> None:
+    def on_interrupt(signum: int, _frame: object) -> None:
+        code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
         if stop.is_set():
-            _quit_now(out, out_path)
+            _quit_now(out, out_path, code)
+        why.append(code)
         stop.set()
         err_console.print(
             "[yellow]stopping after the cases in progress "
             "(Ctrl-C again quits at once; the last line may then be cut)[/]"
         )
 
-    # Once interrupted, the handler stays for the rest of the process: a
-    # second Ctrl-C while the summary is shown, or while the process exits,
+    # Once interrupted, the handlers stay for the rest of the process: a
+    # second signal while the summary is shown, or while the process exits,
     # also quits at once with the same exit code.
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {
+        s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         _batch_and_report(
-            plan, out, out_path, settings, kb, workers, dask_address, stop
+            plan, out, out_path, settings, kb, workers, dask_address, stop, why
         )
     finally:
         if not stop.is_set():
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _batch_and_report(
@@ -902,6 +911,7 @@ def _batch_and_report(
     workers: int | None,
     dask_address: str | None,
     stop: threading.Event,
+    why: list[int],
 ) -> None:
     try:
         with _BatchProgress() as progress:
@@ -924,12 +934,14 @@ def _batch_and_report(
             out.close()
     render_batch(summary, err_console)
     if summary.interrupted:
+        code = why[0] if why else EXIT_INTERRUPTED
+        said = "terminated" if code == EXIT_TERMINATED else "interrupted"
         err_console.print(
-            f"[yellow]interrupted:[/] {summary.cases} of about {summary.total} "
+            f"[yellow]{said}:[/] {summary.cases} of about {summary.total} "
             f"cases written to {out_path}; the last was {summary.last or 'none'}",
             highlight=False,
         )
-        _leave(EXIT_INTERRUPTED)
+        _leave(code)
     if summary.failures:
         n = summary.failures
         err_console.print(
@@ -941,7 +953,7 @@ def _batch_and_report(
         sys.exit(EXIT_BATCH_FAILED)
 
 
-def _quit_now(out: TextIO, out_path: Path) -> NoReturn:
+def _quit_now(out: TextIO, out_path: Path, code: int) -> NoReturn:
     """The second Ctrl-C: stop the worker processes and leave at once.
 
     Raising KeyboardInterrupt instead could land inside the process pool's
@@ -965,8 +977,8 @@ def _quit_now(out: TextIO, out_path: Path) -> NoReturn:
     except (OSError, ValueError, RuntimeError):  # closed, or mid-write
         pass
     for child in multiprocessing.active_children():
-        child.terminate()
-    _leave(EXIT_INTERRUPTED)
+        child.kill()  # they ignore SIGTERM (see engine.batch._start_worker)
+    _leave(code)
 
 
 def _leave(code: int) -> NoReturn:

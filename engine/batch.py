@@ -279,8 +279,10 @@ def evaluate_chunk(items: Sequence[WorkItem], settings: Settings) -> list[Outcom
 
 
 def _start_worker(spec: KnowledgeBaseSpec) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides when to stop.
+    # Ctrl-C reaches the whole process group, and a service manager's SIGTERM
+    # often does too; the parent decides when to stop, and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spec.prepare()
 
 
@@ -572,6 +574,11 @@ def run_batch(
                 break
             chunk, future = pending.popleft()
             write(chunk, _outcomes(runner, chunk, future))
+        if stop is not None and stop():
+            # Also when the stop came while the plan was being read (a bulk
+            # export is grouped before its first chunk): the plan then ended
+            # early, with nothing or part of it written.
+            summary.interrupted = True
         # Stopped: keep what is already done, in order, then give up the rest.
         while pending and pending[0][1].done():
             chunk, future = pending.popleft()

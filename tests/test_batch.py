@@ -21,7 +21,14 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from cli import EXIT_BATCH_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, main, render_batch
+from cli import (
+    EXIT_BATCH_FAILED,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    main,
+    render_batch,
+)
 from engine import EvaluationError, InputError
 from engine.batch import (
     CHUNK_SIZE,
@@ -390,6 +397,19 @@ def test_a_bulk_export_total_counts_patients_then_the_error_records_found(
     assert totals[-1] == 5
 
 
+def test_a_stop_while_a_bulk_export_is_grouped_is_an_interruption(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # Ctrl-C before the first chunk, while the export is still being grouped
+    # by patient: nothing is written, and the batch says it was interrupted
+    # (it reported success with an empty file).
+    folder = bulk_export(tmp_path / "export")
+    out = io.StringIO()
+    summary = run_batch(plan_inputs([folder]), out, settings, stop=lambda: True)
+    assert summary.interrupted
+    assert out.getvalue() == ""
+
+
 def bulk_export(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -674,6 +694,24 @@ def test_ctrl_c_leaves_a_valid_partial_file_and_exit_130(tmp_path: Path) -> None
     assert {d["case_id"] for d in docs} == {"cc"}
     assert f"{len(docs)} of about 20000 cases written" in err
     assert f"the last was {path}:{len(docs)}" in err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(tmp_path: Path) -> None:
+    # timeout(1), systemd and CI runners stop a job with SIGTERM, often to its
+    # whole process group: the worker processes were left running.
+    proc, path, out = long_batch(tmp_path, workers=2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    err = flat(err)
+    assert proc.returncode == EXIT_TERMINATED, err
+    docs = lines(out)
+    assert 0 < len(docs) < 20_000
+    assert f"terminated: {len(docs)} of about 20000 cases written" in err
+    deadline = time.monotonic() + 10
+    while _running_with(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running_with(str(out)) == []
 
 
 def _running_with(text: str) -> list[int]:
