@@ -14,9 +14,12 @@ disk, so memory stays bounded by one shard and an index of patient ids:
 3. Shard by shard, each patient's lines become one item, in Patient-file order.
 
 Resources of types the reader does not use (Claim, Encounter, ...) are skipped
-unread. A line that is not JSON, a resource without a patient reference, a
-duplicate Patient and resources of a patient with no Patient resource each give
-an error item, so nothing is lost silently.
+unread: a file whose first record is of such a type is only searched for
+resources of the types read (a file that mixes types, which the bulk data
+specification does not allow), and read line by line if it holds any. A line
+that is not JSON, a resource without a patient reference, a duplicate Patient
+and resources of a patient with no Patient resource each give an error item,
+so nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import glob
 import itertools
 import logging
 import math
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +71,12 @@ _READ_TYPES: Final = frozenset(
         "MedicationStatement",
         "AllergyIntolerance",
     }
+)
+# A resource of a type read, found in a file's bytes (see _holds_read_types).
+_READ_TYPE_TEXT: Final = re.compile(
+    rb'"resourceType"\s*:\s*"(?:'
+    + b"|".join(t.encode() for t in sorted({*_READ_TYPES, "Patient", "Medication"}))
+    + rb')"'
 )
 
 Family = Literal["input", "unit", "evaluation", "internal", "worker"]
@@ -213,6 +223,24 @@ def _ndjson_items(path: Path) -> Iterator[WorkItem]:
         yield WorkItem(shown, number + 1 if number else None, "error", reason=reason)
 
 
+def _holds_read_types(path: Path) -> bool:
+    """Whether a file holds a resource of a type the reader uses anywhere.
+
+    Searched as bytes, without parsing: a skipped file (a bulk export's
+    ExplanationOfBenefit.ndjson) is often the largest of the export.
+    """
+    tail = b""
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                if _READ_TYPE_TEXT.search(tail + block):
+                    return True
+                tail = block[-64:]  # a match cut by the block's end
+    except OSError:
+        return True  # read, so that its error is reported
+    return False
+
+
 def _first(path: Path) -> str | None:
     """The resourceType of a file's first readable record, if it has one.
 
@@ -353,7 +381,13 @@ class _Grouping:
         patients = [f for f in files if kinds[f] == "Patient"]
         media = [f for f in files if kinds[f] == "Medication"]
         # A file whose first line is not JSON is read: its lines get records.
-        readable = [f for f in files if kinds[f] in _READ_TYPES or kinds[f] is None]
+        readable = [
+            f
+            for f in files
+            if kinds[f] in _READ_TYPES
+            or kinds[f] is None
+            or (kinds[f] not in ("Patient", "Medication") and _holds_read_types(f))
+        ]
         self.skipped = len(files) - len(patients) - len(media) - len(readable)
         self.order = [*patients, *media, *readable]
         self.names = [str(f) for f in self.order]

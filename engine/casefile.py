@@ -216,6 +216,16 @@ def _key_pos(node: Any, key: Any) -> Pos:
     return (line + 1, col + 1)
 
 
+def _default_id(source: str) -> str:
+    """The file name without its extension; for a line of an NDJSON file
+    (``cases.ndjson:7``), with its line number, so that each line's case has
+    its own id."""
+    name, _, line = source.rpartition(":")
+    if name and line.isdigit():
+        return f"{PurePath(name).stem}:{line}"
+    return PurePath(source).stem or source
+
+
 def _value_pos(node: Any, key: Any) -> Pos:
     if isinstance(node, dict) and node.get(key) is None:
         return _key_pos(node, key)  # ruamel places a null at the next token
@@ -284,9 +294,11 @@ class _CaseReader:
                 "(see examples/README.md)",
             )
         doc = self.mapping(data, (1, 1) if hasattr(data, "lc") else None, "", TOP_KEYS)
-        case_id = PurePath(self.source).stem or self.source
+        case_id = _default_id(self.source)
         if "id" in doc:
             raw = doc["id"]
+            if isinstance(raw, date):  # id: 2024-01-01, read by YAML as a date
+                raw = raw.isoformat()
             if isinstance(raw, bool) or not isinstance(raw, str | int) or raw == "":
                 self.fail(_value_pos(doc, "id"), "id", "`id` must be a non-empty text")
             case_id = str(raw)

@@ -309,6 +309,18 @@ def test_dask_followed_by_an_input_is_a_local_cluster_and_that_input(
 # --- NDJSON and bulk export ---------------------------------------------------------
 
 
+def test_case_files_without_an_id_in_ndjson_are_told_apart_by_line(
+    tmp_path: Path,
+) -> None:
+    # Both lines were "cases": results could not be joined back to the input.
+    text = json.dumps({"patient": {"age": 61, "sex": "male"}}) + "\n"
+    path = tmp_path / "cases.ndjson"
+    path.write_text(text * 2, encoding="utf-8")
+    out = tmp_path / "r.ndjson"
+    run("batch", str(path), "--out", str(out), "--as-of", "2024-06-01")
+    assert [d["case_id"] for d in lines(out)] == ["cases:1", "cases:2"]
+
+
 def test_ndjson_of_bundles_and_case_files_names_the_bad_line(tmp_path: Path) -> None:
     case_file = {
         "id": "case-7",
@@ -500,6 +512,34 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
     assert {**docs[2], "source": "<bundle>"} == alone
     assert alone["patient"]["medications"] == ["metformin"]
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
+
+
+def test_a_file_that_starts_with_an_unread_type_is_still_searched(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # A file mixing types (not what the bulk specification allows) whose first
+    # line is an Encounter: its Observations were skipped with the file.
+    folder = bulk_export(tmp_path / "export")
+    ours = hypertensive("b1")[1:]  # b1's two blood pressures, again
+    for row in ours:
+        row["id"] += "-again"
+    encounter = {"resourceType": "Encounter", "id": "e1"}
+    (folder / "part-2.ndjson").write_text(
+        "".join(json.dumps(r) + "\n" for r in [encounter, *ours]), encoding="utf-8"
+    )
+    out = io.StringIO()
+    run_batch(plan_inputs([folder]), out, settings)
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    [b1] = [d for d in docs if d.get("case_id") == "b1" and "patient" in d]
+
+    # A file of unread types only is still skipped unread.
+    (folder / "part-2.ndjson").write_text(json.dumps(encounter) + "\n")
+    out = io.StringIO()
+    run_batch(plan_inputs([folder]), out, settings)
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    [alone] = [d for d in docs if d.get("case_id") == "b1" and "patient" in d]
+    # Two more blood pressures: a systolic and a diastolic reading each.
+    assert b1["patient"]["readings"] == alone["patient"]["readings"] + 4
 
 
 def test_earlier_results_among_the_inputs_are_named_as_results(tmp_path: Path) -> None:

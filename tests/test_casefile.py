@@ -540,3 +540,9 @@ def test_a_birth_year_alone_is_kept_as_a_span_of_days() -> None:
     )
     full = case("patient: {birth_date: 1959-06-15, sex: male}\n")
     assert (full.birth_date, full.birth_date_latest) == (date(1959, 6, 15), None)
+
+
+def test_an_id_written_as_a_date_is_taken_as_text() -> None:
+    assert case("id: 2024-01-01\npatient: {age: 50, sex: male}\n").case_id == (
+        "2024-01-01"
+    )
