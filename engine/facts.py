@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 
 __all__ = ["Case", "CodedEntry", "Reading", "Sex", "aware", "first_few", "last_entry"]
 
@@ -31,7 +31,9 @@ class Reading(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    value: float | str | bool
+    # A NaN or infinite value would compare false with every cut point and
+    # hide conclusions silently: refused when the Reading is made.
+    value: FiniteFloat | str | bool
     unit: str | None = None
     time: datetime | None = None
     source: str = ""
@@ -102,7 +104,7 @@ class Case(BaseModel):
     source: str = ""
     birth_date: date | None = None
     birth_date_latest: date | None = None
-    age: int | None = None
+    age: int | None = Field(None, ge=0)
     sex: Sex | None = None
     deceased: datetime | None = None
     readings: dict[str, tuple[Reading, ...]] = Field(default_factory=dict)

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from engine import Case, CodedEntry, InputError, KnowledgeBase, Reading, read_input
 
@@ -458,3 +459,18 @@ def test_an_age_from_a_birth_year_alone_names_what_rests_on_it(
         assert "anticoagulation_reasonable" in problem
     else:
         assert result.problems == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_reading_that_is_not_a_finite_number_is_refused_when_made(
+    value: float,
+) -> None:
+    # A NaN systolic (from a pandas frame) compared false with every cut
+    # point: stage 2 hypertension vanished, with the assessment complete.
+    with pytest.raises(ValidationError, match="finite number"):
+        Reading(value=value, unit="mm[Hg]", time=WHEN)
+
+
+def test_a_negative_age_is_refused_when_the_case_is_made() -> None:
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        Case(case_id="c", age=-1)
