@@ -10,9 +10,8 @@ smallest change of one fact that would make it fire.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,12 +19,11 @@ from . import ruleformat as rf
 from .assessment import NOTICE, Assessment, Component, FactUsed, RuleRef, Score
 from .caseview import CaseView
 from .cutpoints import thresholds_of
-from .facts import Case
 from .leaves import LeafResult, evaluate_leaf
 from .points import SCORE_FACT_PREFIX, PointResult, evaluate_points
 
 if TYPE_CHECKING:
-    from .knowledge import KnowledgeBase
+    from .knowledge import AsOf, CaseInput, KnowledgeBase
 
 __all__ = ["Derivation", "WhyNot", "how", "why_not"]
 
@@ -372,9 +370,9 @@ def _change(cond: rf.Condition, res: LeafResult) -> str:
 
 def why_not(
     kb: KnowledgeBase,
-    case: Case | dict[str, Any] | str | Path,
+    case: CaseInput,
     target: str,
-    as_of: datetime | date | Literal["last"] | None = None,
+    as_of: AsOf = None,
     assessment: Assessment | None = None,
 ) -> WhyNot:
     """Why a named conclusion (finding, diagnosis, recommendation) was not reached.

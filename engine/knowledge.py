@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from . import ruleformat as rf
 from .analysis import analyse
@@ -43,6 +43,12 @@ __all__ = [
     "default_rules_dir",
     "rule_file_paths",
 ]
+
+# What evaluate() takes: a Case, a FHIR Bundle as a dict, or a file's path.
+CaseInput: TypeAlias = Case | dict[str, Any] | str | Path
+# The evaluation time: a datetime (UTC without an offset), a date (its end),
+# "last" (the record's last entry) or None (now).
+AsOf: TypeAlias = datetime | date | Literal["last"] | None
 
 log = logging.getLogger(__name__)
 
@@ -480,9 +486,9 @@ class KnowledgeBase:
 
     def evaluate(
         self,
-        case: Case | dict[str, Any] | str | Path,
+        case: CaseInput,
         *,
-        as_of: datetime | date | Literal["last"] | None = None,
+        as_of: AsOf = None,
         use_conditions: bool = True,
     ) -> Assessment:
         """Evaluate one case.
@@ -509,9 +515,9 @@ class KnowledgeBase:
 
     def evaluate_many(
         self,
-        cases: Sequence[Case | dict[str, Any] | str | Path],
+        cases: Sequence[CaseInput],
         *,
-        as_of: datetime | date | Literal["last"] | None = None,
+        as_of: AsOf = None,
         use_conditions: bool = True,
     ) -> list[Assessment]:
         """Evaluate several cases; models score them in one call each.
@@ -544,7 +550,7 @@ class KnowledgeBase:
         chosen = [self._case(c, use_conditions) for c in cases]
         return evaluate_cases(self, chosen, [self._when(c, as_of, now) for c in chosen])
 
-    def _case(self, case: Case | dict[str, Any] | str | Path, conditions: bool) -> Case:
+    def _case(self, case: CaseInput, conditions: bool) -> Case:
         from .inputs import read_input, read_input_data
 
         if isinstance(case, str | Path):

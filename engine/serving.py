@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .assessment import Assessment
-from .facts import Case
-from .knowledge import KnowledgeBase
+from .knowledge import AsOf, CaseInput, KnowledgeBase
 
 __all__ = ["ReloadableKnowledgeBase"]
 
@@ -71,12 +70,21 @@ class ReloadableKnowledgeBase:
         return new
 
     def evaluate(
-        self,
-        case: Case | dict[str, Any] | str | Path,
-        *,
-        as_of: datetime | None = None,
-        use_conditions: bool = True,
+        self, case: CaseInput, *, as_of: AsOf = None, use_conditions: bool = True
     ) -> Assessment:
-        """Evaluate on the knowledge base current when the call starts."""
+        """Evaluate on the knowledge base current when the call starts (see
+        :meth:`KnowledgeBase.evaluate`)."""
         kb = self._current
         return kb.evaluate(case, as_of=as_of, use_conditions=use_conditions)
+
+    def evaluate_many(
+        self,
+        cases: Sequence[CaseInput],
+        *,
+        as_of: AsOf = None,
+        use_conditions: bool = True,
+    ) -> list[Assessment]:
+        """Evaluate several cases, all on the knowledge base current when the
+        call starts (see :meth:`KnowledgeBase.evaluate_many`)."""
+        kb = self._current
+        return kb.evaluate_many(cases, as_of=as_of, use_conditions=use_conditions)

@@ -274,6 +274,13 @@ def test_reload_while_serving_finishes_running_evaluations_on_the_old_version(
     assert results["old"] == ["obesity"]
     assert [f.id for f in served.evaluate(case, as_of=when).findings] == []
     assert new.info.content_hash != old.info.content_hash
+    # The served knowledge base takes what KnowledgeBase takes: "last", a
+    # date, and a list.
+    dated = case.model_copy(update={"last_recorded": datetime(2024, 1, 1, tzinfo=UTC)})
+    [last, on_day] = served.evaluate_many([dated, case], as_of=when.date())
+    assert on_day.as_of == datetime(2024, 2, 1, 23, 59, 59, tzinfo=UTC)
+    assert served.evaluate(dated, as_of="last").as_of == dated.last_recorded
+    assert last.findings == []
 
 
 def test_rule_test_paths_find_only_test_files(tmp_path: Path) -> None:
