@@ -141,12 +141,15 @@ def meets_cuts(
         # Spec 0.3: round (half-up, in the canonical unit) before banding.
         raw = value if native else convert(value, value_unit, cut.unit, fact)
         v = round_for_banding(raw, fact, cut.unit)
-        if not test(v, cut.value):
+        met = test(v, cut.value)
+        if not met:
             ok = False
             if shown is None:
                 return False
         if shown is not None:
-            shown.append(f"{v:g} {cut.unit} {sign} {cut.value:g} {cut.unit}")
+            # Said so either way: "acr 100 mg/g, not >= 300 mg/g".
+            said = f" {sign}" if met else f", not {sign}"
+            shown.append(f"{fact.name} {v:g} {cut.unit}{said} {cut.value:g} {cut.unit}")
     return ok
 
 

@@ -77,7 +77,12 @@ def missing(
     found: Mapping[str, bool | None],
     finding_missing: Mapping[str, list[str]],
 ) -> list[str]:
-    """The facts whose absence leaves the expression's undecided parts unknown."""
+    """The facts whose absence leaves the expression's undecided parts unknown.
+
+    Only parts that cannot be determined are looked into: blood pressure is
+    not missing from "hypertension on the problem list, or stage 1 or 2 by
+    measurement" once the problem list has it.
+    """
     if isinstance(expr, Leaf):
         if leaves.value(expr.index) is not None:
             return []
@@ -89,5 +94,6 @@ def missing(
     assert isinstance(expr, And | Or | AtLeast)
     out: list[str] = []
     for c in expr.children:
-        out += missing(c, leaves, found, finding_missing)
+        if truth(c, leaves, found) is None:
+            out += missing(c, leaves, found, finding_missing)
     return out

@@ -474,3 +474,29 @@ def test_a_reading_that_is_not_a_finite_number_is_refused_when_made(
 def test_a_negative_age_is_refused_when_the_case_is_made() -> None:
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         Case(case_id="c", age=-1)
+
+
+def test_a_rule_that_cannot_be_determined_names_only_what_could_change_it(
+    kb: KnowledgeBase,
+) -> None:
+    # Diabetes and hypertension on the problem list, UACR 100 mg/g, no eGFR:
+    # whether an ACE inhibitor is "strongly recommended" waits for the eGFR.
+    # Blood pressure is not missing (the problem list already says
+    # hypertension), and the UACR comparison reads as what it is.
+    snomed = "http://snomed.info/sct"
+    case = Case(
+        case_id="acr",
+        age=60,
+        sex="male",
+        conditions=[
+            CodedEntry(concept="diabetes", system=snomed, code="73211009"),
+            CodedEntry(concept="hypertension", system=snomed, code="38341003"),
+        ],
+        readings={"acr": [Reading(value=100.0, unit="mg/g", time=WHEN)]},
+    )
+    result = kb.evaluate(case, as_of=WHEN + timedelta(days=30))
+    [strong] = [
+        u for u in result.undetermined if u.rule_id == "acei_arb_strongly_recommended"
+    ]
+    assert strong.missing == ["egfr"]
+    assert strong.reason == "acr 100 mg/g, not >= 300 mg/g; no egfr within 12 months"
