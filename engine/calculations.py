@@ -15,7 +15,7 @@ from typing import Any
 from .caseview import CaseView, parse_duration
 from .errors import UnitError
 from .facts import Reading
-from .formulas import FORMULAS, PooledCohortInputs, pooled_cohort_2013
+from .formulas import FORMULAS, PooledCohortInputs, bmi_imperial, pooled_cohort_2013
 from .ruleformat import Calculation
 from .units import convert
 
@@ -138,6 +138,10 @@ def _bmi(view: CaseView, calc: Calculation) -> None:
             continue
         assert isinstance(weight.value, float) and isinstance(height.value, float)
         try:
+            if (weight.unit, height.unit) == _IMPERIAL and p["height_exponent"] == 2:
+                value = bmi_imperial(weight.value, height.value)
+                derived.append(_bmi_reading(view, calc, weight, height, value))
+                continue
             kg = convert(
                 weight.value,
                 weight.unit or "kg",
@@ -154,16 +158,23 @@ def _bmi(view: CaseView, calc: Calculation) -> None:
         except (UnitError, ValueError, OverflowError) as err:
             view.notes.append(f"{calc.id}: skipped {weight.source}: {_why(err)}")
             continue
-        derived.append(
-            Reading(
-                value=value,
-                unit=view.catalogue.quantities[calc.fact].unit,
-                time=weight.time,
-                source=f"calculated ({calc.id}) from {weight.source} and "
-                f"{height.source}",
-            )
-        )
+        derived.append(_bmi_reading(view, calc, weight, height, value))
     _add_derived(view, calc.fact, derived)
+
+
+# Pounds and inches: spec 0.1's 703 x lb / in2, not the exact conversion.
+_IMPERIAL = ("[lb_av]", "[in_i]")
+
+
+def _bmi_reading(
+    view: CaseView, calc: Calculation, weight: Reading, height: Reading, value: float
+) -> Reading:
+    return Reading(
+        value=value,
+        unit=view.catalogue.quantities[calc.fact].unit,
+        time=weight.time,
+        source=f"calculated ({calc.id}) from {weight.source} and {height.source}",
+    )
 
 
 def _smoker(

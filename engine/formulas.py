@@ -56,13 +56,32 @@ def ckd_epi_2021_creatinine(
     return value
 
 
+def bmi_imperial(weight_lb: float, height_in: float) -> float:
+    """Body mass index (kg/m2) from pounds and inches: 703 x lb / in2.
+
+    The factor is the spec's (clinical-criteria-spec 0.1, as CDC gives it);
+    the exact one is 703.07, so on a band edge the two can round apart (173.9
+    lb at 70 in: 24.9 by 703, 25.0 by the exact factor). The spec's is used
+    when both are imperial.
+
+    Raises:
+        ValueError: If weight or height is not positive.
+    """
+    if weight_lb <= 0 or height_in <= 0:
+        raise ValueError(
+            f"BMI needs a positive weight and height, got {weight_lb:g} lb and "
+            f"{height_in:g} in"
+        )
+    return 703 * weight_lb / height_in**2
+
+
 def bmi_from_weight_height(
     weight_kg: float, height_m: float, p: Mapping[str, Any]
 ) -> float:
     """Return body mass index (kg/m2): weight / height ** height_exponent.
 
-    Imperial inputs are converted to kg and m by the caller (pint), which gives
-    the same value as 703 x lb / in2 (spec 0.1) up to that factor's rounding.
+    The caller converts other units to kg and m (pint); a weight in pounds
+    with a height in inches goes to :func:`bmi_imperial` instead.
 
     Raises:
         ValueError: If weight or height is not positive.
