@@ -427,14 +427,17 @@ def rules_check(
     loaded = not any(p.severity == "error" for p in problems)
     if loaded:
         problems += check_rule_tests(kb, tests)[1]
+    # Problems of the files asked about, or of a folder named itself (one
+    # with no rule files).
+    asked = shown | {str(t.resolve()) for t in targets}
     elsewhere = sorted(
         {
             Path(p.path).name
             for p in problems
-            if p.severity == "error" and str(Path(p.path).resolve()) not in shown
+            if p.severity == "error" and str(Path(p.path).resolve()) not in asked
         }
     )
-    problems = [p for p in problems if str(Path(p.path).resolve()) in shown]
+    problems = [p for p in problems if str(Path(p.path).resolve()) in asked]
     if fmt == "json":
         sys.stdout.write(json.dumps([asdict(p) for p in problems], indent=2) + "\n")
     else:
@@ -490,6 +493,13 @@ def rules_test(
             rules_dir = folders[0] if len(folders) == 1 else None
             if len(folders) > 1:
                 _fail("test files in several folders: give --rules", EXIT_USAGE)
+        else:
+            click.echo(
+                f"note: no rule files in {first_few([str(f) for f in folders])}: "
+                "the tests run against the bundled rules/ (give --rules to "
+                "test others)",
+                err=True,
+            )
     kb = _load(rules_dir, models)
     results, problems = run_rule_tests(
         kb, list(paths) or [rules_dir or default_rules_dir()]
@@ -504,6 +514,9 @@ def rules_test(
         for failure in r.failures:
             click.echo(f"     {failure}")
         click.echo(f"     rules fired: {', '.join(r.fired) or 'none'}")
+    if not results and not problems:
+        named = first_few([str(p) for p in paths]) or str(default_rules_dir())
+        click.echo(f"no rule tests (*.test.yaml) found in {named}")
     failed = sum(1 for r in results if not r.passed)
     unrun = len({p.path for p in problems if p.severity == "error"})
     click.echo(

@@ -68,13 +68,24 @@ def default_models_dir() -> Path:
     return _ROOT / "models"
 
 
+RULE_SUFFIXES = (".yaml", ".yml")
+
+
+def is_rule_test(path: Path) -> bool:
+    """``bmi.test.yaml`` (or ``.yml``): rule tests, not rules."""
+    return path.name.endswith(tuple(f".test{s}" for s in RULE_SUFFIXES))
+
+
 def rule_file_paths(paths: Iterable[Path]) -> list[Path]:
-    """Rule files under the given files or folders; rule tests are left out."""
+    """Rule files (``.yaml`` or ``.yml``) under the given files or folders;
+    rule tests are left out."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
             out += sorted(
-                f for f in p.rglob("*.yaml") if not f.name.endswith(".test.yaml")
+                f
+                for f in p.rglob("*")
+                if f.suffix in RULE_SUFFIXES and f.is_file() and not is_rule_test(f)
             )
         else:
             out.append(p)
@@ -233,8 +244,8 @@ def _governance(
                     code="retired",
                 )
             )
-        if not approved_only:
-            continue
+        if not approved_only or rule.status == "retired":
+            continue  # a retired rule does not run: nothing to approve
         unreviewed = [k for k in ("reviewer", "reviewed") if getattr(rule, k) is None]
         if rule.status != "approved" or unreviewed:
             said = (
@@ -254,6 +265,18 @@ def _governance(
                     hint="have it reviewed, then set `status: approved`, "
                     "`reviewer` and `reviewed`",
                     code="not-approved",
+                )
+            )
+        if rule.reviewed is not None and rule.reviewed > today:
+            out.append(
+                Problem(
+                    site.file.path,
+                    line,
+                    col,
+                    f"the rule's review is dated {rule.reviewed}, after today",
+                    rule_id=rule.id,
+                    hint="give the date the review took place",
+                    code="review-in-future",
                 )
             )
         if rule.review_due is not None and rule.review_due < today:
@@ -428,7 +451,7 @@ class KnowledgeBase:
                         str(rule_inputs[0]),
                         0,
                         0,
-                        "no rule files (*.yaml) found",
+                        "no rule files (*.yaml or *.yml) found",
                         code="missing",
                     )
                 ]

@@ -33,7 +33,7 @@ from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
 from .errors import InputError, Problem
 from .facts import evaluation_time
-from .knowledge import KnowledgeBase
+from .knowledge import RULE_SUFFIXES, KnowledgeBase, is_rule_test
 from .loader import locate
 from .nearest import suggest
 
@@ -106,19 +106,20 @@ class RuleTestResult:
 def rule_test_paths(paths: list[Path]) -> list[Path]:
     """Rule test files under the given files or folders.
 
-    A folder gives every ``*.test.yaml`` under it; a test file is itself; a
-    rule file (``bmi.yaml``) gives its tests beside it (``bmi.test.yaml``),
-    if it has any.
+    A folder gives every ``*.test.yaml`` (or ``.yml``) under it; a test file
+    is itself; a rule file (``bmi.yaml``) gives its tests beside it
+    (``bmi.test.yaml``), if it has any.
     """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(p.rglob("*.test.yaml"))
-        elif p.name.endswith(".test.yaml"):
+            out += sorted(f for f in p.rglob("*") if is_rule_test(f) and f.is_file())
+        elif is_rule_test(p):
             out.append(p)
         else:
-            twin = p.with_name(f"{p.name.removesuffix(p.suffix)}.test.yaml")
-            out += [twin] if twin.is_file() else []
+            stem = p.name.removesuffix(p.suffix)
+            twins = [p.with_name(f"{stem}.test{s}") for s in RULE_SUFFIXES]
+            out += [t for t in twins if t.is_file()]
     return list(dict.fromkeys(out))
 
 

@@ -186,6 +186,35 @@ def test_only_a_rule_approved_by_a_named_reviewer_runs_under_the_policy(
     KnowledgeBase.load(_ruleset(tmp_path, reviewed), MODELS, approved_only=True)
 
 
+def test_under_the_policy_a_retired_rule_is_not_asked_for_approval(
+    tmp_path: Path,
+) -> None:
+    kb = KnowledgeBase.load(
+        _ruleset(tmp_path, "    status: retired\n"), MODELS, approved_only=True
+    )
+    assert [(p.code, p.severity) for p in kb.warnings] == [("retired", "warning")]
+
+
+def test_under_the_policy_a_review_dated_after_today_is_refused(
+    tmp_path: Path,
+) -> None:
+    reviewed = (
+        "    status: approved\n    reviewer: Dr A. Example\n    reviewed: 2030-01-01\n"
+    )
+    with pytest.raises(RuleFileError) as info:
+        KnowledgeBase.load(
+            _ruleset(tmp_path, reviewed),
+            MODELS,
+            approved_only=True,
+            today=date(2026, 12, 5),
+        )
+    [problem] = info.value.problems
+    assert (problem.code, problem.message) == (
+        "review-in-future",
+        "the rule's review is dated 2030-01-01, after today",
+    )
+
+
 def test_the_bundled_rules_are_not_reviewed_and_say_so() -> None:
     # No clinician has reviewed them: a deployment that runs approved rules
     # only must not take them as approved.
@@ -406,3 +435,23 @@ def test_checking_one_clean_file_says_when_its_folder_has_errors(
         "note: other files of the folder have errors (metformin.yaml): the "
         "knowledge base does not load"
     )
+
+
+def test_rule_files_may_end_in_yml_and_an_empty_folder_is_an_error(
+    tmp_path: Path,
+) -> None:
+    # A rule renamed to .yml was skipped without a word: the check said
+    # "0 errors" and the rule never ran.
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yml")
+    shutil.copy(RULES / "bmi.test.yaml", tmp_path / "bmi.test.yml")
+    kb = KnowledgeBase.load(tmp_path, MODELS)
+    assert kb.info.rulesets.keys() == {"bmi"}
+    tested = CliRunner().invoke(main, ["rules", "test", str(tmp_path)])
+    assert tested.exit_code == 0, tested.stdout
+    assert " 0 failed" in tested.stdout
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    checked = CliRunner().invoke(main, ["rules", "check", str(empty)])
+    assert checked.exit_code == 1
+    assert f"{empty}: error: no rule files (*.yaml or *.yml) found" in checked.stdout
