@@ -556,6 +556,14 @@ class _CaseReader:
                     f"write `value unit` or `value unit @ date`, e.g. `1 {fact.unit}`",
                 )
             value, unit = float(match["value"]), match["unit"] or None
+            if unit and re.match(r",\d", unit):
+                comma = f"{match['value']}{unit.split()[0]}"
+                self.fail(
+                    pos,
+                    path,
+                    f"{comma} has a decimal comma",
+                    f"write the decimal with a point: {comma.replace(',', '.')}",
+                )
             if match["time"] is not None:
                 when = self.time(match["time"], pos, path)
         else:

@@ -296,9 +296,36 @@ def check_rule_tests(
                                 code="unknown-id",
                             )
                         )
+            problems += _given_problems(kb, path, test, cast(Any, raw)["tests"][i])
         if len(problems) == before:
             usable.append((path, model, raw))
     return usable, problems
+
+
+_AT = re.compile(r"line (\d+), column (\d+)")
+
+
+def _given_problems(
+    kb: KnowledgeBase, path: Path, test: RuleTest, node: Any
+) -> list[Problem]:
+    """A test's `given` read as the case it is, so that a unit the catalogue
+    refuses is found by `rules check`, not only when the test runs."""
+    try:
+        read_case_data(node["given"], source=str(path), catalogue=kb.catalogue)
+    except InputError as err:
+        at = _AT.match(err.where)
+        line, col = (int(at[1]), int(at[2])) if at else locate(node, ("given",))
+        return [
+            Problem(
+                str(path),
+                line,
+                col,
+                f"test {test.name!r}: `given` is not a valid case: {err.reason}",
+                hint=err.hint,
+                code="invalid-case",
+            )
+        ]
+    return []
 
 
 def run_rule_tests(

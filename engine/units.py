@@ -31,6 +31,7 @@ _ALIASES = {
     "μmol/l": "umol/L",
     "umol/l": "umol/L",
     "mmol/l": "mmol/L",
+    "meq/l": "meq/L",  # potassium: 1 mEq/L is 1 mmol/L (one charge)
     "mg/dl": "mg/dL",
     "g/dl": "g/dL",
     "°c": "Cel",

@@ -455,3 +455,25 @@ def test_rule_files_may_end_in_yml_and_an_empty_folder_is_an_error(
     checked = CliRunner().invoke(main, ["rules", "check", str(empty)])
     assert checked.exit_code == 1
     assert f"{empty}: error: no rule files (*.yaml or *.yml) found" in checked.stdout
+
+
+def test_rules_check_reads_each_rule_test_case_as_a_case(tmp_path: Path) -> None:
+    # A unit the catalogue refuses in a test's `given` was found only when
+    # the tests ran, after `rules check` had said 0 errors.
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    (tmp_path / "bmi.test.yaml").write_text(
+        "ruleset: bmi\n"
+        "tests:\n"
+        "  - name: a slip\n"
+        "    given:\n"
+        "      patient: {age: 45, sex: female}\n"
+        "      facts: {bmi: 27 kg/m3}\n"
+        "    expect: {findings: [overweight]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert (
+        f"{tmp_path / 'bmi.test.yaml'}:6:20: error: test 'a slip': `given` is not "
+        "a valid case: `kg/m3` is not a unit of bmi" in flat
+    )

@@ -546,3 +546,13 @@ def test_an_id_written_as_a_date_is_taken_as_text() -> None:
     assert case("id: 2024-01-01\npatient: {age: 50, sex: male}\n").case_id == (
         "2024-01-01"
     )
+
+
+def test_a_decimal_comma_is_named_and_meq_is_read_as_ucum() -> None:
+    err = error("patient: {age: 50, sex: male}\nfacts: {hba1c: '6,5 %'}\n")
+    assert err.reason == "6,5 has a decimal comma"
+    assert err.hint == "write the decimal with a point: 6.5"
+    # Laboratories write potassium in mEq/L; UCUM spells it meq/L (1 mmol/L).
+    got = case("patient: {age: 50, sex: male}\nfacts: {potassium: 6.5 mEq/L}\n")
+    [k] = got.readings["potassium"]
+    assert (k.value, k.unit) == (6.5, "meq/L")
