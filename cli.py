@@ -65,6 +65,7 @@ from engine.errors import CdssError, Problem
 from engine.facts import evaluation_time, first_few
 from engine.knowledge import default_rules_dir, rule_file_paths
 from engine.nearest import suggest
+from engine.points import SCORE_FACT_PREFIX
 
 if _QUIET_START:
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -683,6 +684,9 @@ def explain(
 
 
 def _fact_line(f: Any) -> str:
+    if f.name.startswith(SCORE_FACT_PREFIX):
+        score = escape(f.name.removeprefix(SCORE_FACT_PREFIX))
+        return f"point score {score} = {f.value:g} ({f.readings} items)"
     shown = f"{f.value:g}" if isinstance(f.value, float) else str(f.value)
     unit = f" {f.unit}" if f.unit else ""
     agg = f", {f.aggregate} of {f.readings}" if f.aggregate != "latest" else ""

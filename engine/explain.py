@@ -226,6 +226,10 @@ def _actual(res: LeafResult) -> str:
             value = f"{f.value:g}"
         else:
             value = str(f.value)
+        if f.name.startswith(SCORE_FACT_PREFIX):
+            score = f.name.removeprefix(SCORE_FACT_PREFIX)
+            shown.append(f"the {score} total is {value} ({f.readings} items)")
+            continue
         unit = f" {f.unit}" if f.unit else ""
         when = f" ({f.time.date()})" if f.time else ""
         agg = (
@@ -315,7 +319,9 @@ class _Examiner:
         res = evaluate_leaf(self.view, cond, self.scores, self.points)
         change = _change(cond, res)
         if isinstance(cond, rf.PointsTest):
-            change = self.items_of(cond.points)
+            change = "; ".join(
+                filter(None, [_score_change(cond, res), self.items_of(cond.points)])
+            )
         return [
             Obstacle(
                 condition=_describe(cond),
@@ -337,6 +343,23 @@ class _Examiner:
         if unknown:
             parts.append(f"cannot be determined: {', '.join(unknown)}")
         return "; ".join(parts)
+
+
+def _score_change(cond: rf.PointsTest, res: LeafResult) -> str:
+    """``would hold at a total of at least 3 (now 2)``, for a known total."""
+    total = next((f.value for f in res.facts if isinstance(f.value, float)), None)
+    if res.value is not False or total is None:
+        return ""
+    for op, words in (
+        ("at_least", "at least"),
+        ("above", "above"),
+        ("at_most", "at most"),
+        ("below", "below"),
+    ):
+        cut = getattr(cond, op)
+        if cut is not None:
+            return f"would hold at a total of {words} {cut:g} (now {total:g})"
+    return ""
 
 
 def _change(cond: rf.Condition, res: LeafResult) -> str:

@@ -233,7 +233,11 @@ def test_why_not_a_point_score_names_its_cut_point_and_the_items_that_scored(
         "point score cha2ds2_vasc at least 2",
         "point score cha2ds2_vasc at least 3",
     ]
-    assert scores[0].change.startswith("scored: diabetes 1; 0 points: heart_failure")
+    assert scores[0].actual == "the cha2ds2_vasc total is 1 (7 items)"
+    assert scores[0].change.startswith(
+        "would hold at a total of at least 2 (now 1); scored: diabetes 1; "
+        "0 points: heart_failure"
+    )
     other = [o for o in attempt.obstacles if "one of" in o.condition]
     assert [o.condition for o in other] == ["sex one of other, unknown"]
 
