@@ -142,7 +142,9 @@ def _load(
 def _no_rule_concludes(kb: KnowledgeBase, name: str) -> str:
     known = sorted({p for r in kb.rules for p in r.produces})
     return f"no rule concludes `{name}`; " + (
-        suggest(name, known) or f"known conclusions: {', '.join(known)}"
+        suggest(name, known)
+        or f"the rules conclude {first_few(known, 6)} (each rule's `then:` names "
+        "what it concludes)"
     )
 
 

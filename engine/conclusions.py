@@ -269,7 +269,7 @@ def assemble(
             "it is taken as recorded: check the record"
         )
     for s in scores.values():
-        if s.out_of_range:
+        if s.out_of_range and s.value is not None:
             notes.append(
                 f"score {s.name}: outside the training range: "
                 f"{', '.join(s.out_of_range)}"

@@ -136,6 +136,8 @@ def how(assessment: Assessment, target: str | None = None) -> list[Derivation]:
         )
 
     if target is not None:
+        if target in scores and target not in nodes:  # a model's score itself
+            return [_score_node(scores[target], assessment.as_of)]
         if target not in nodes:
             raise KeyError(target)
         return [build(target, ())]

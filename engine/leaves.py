@@ -207,7 +207,7 @@ def compare_fact(
         time=view.time_of(readings[-1]),
         aggregate=cond.value,
         readings=len(readings),
-        source=", ".join(r.source for r in readings[-5:] if r.source),
+        source=", ".join(dict.fromkeys(r.source for r in readings[-5:] if r.source)),
         age_days=(view.as_of - view.time_of(readings[-1])).days,
     )
     return LeafResult(ok, facts=[summary], detail=shown or [])

@@ -277,3 +277,12 @@ def test_how_a_recommendation_resting_on_a_point_score_lists_its_items(
     assert "point_score cha2ds2_vasc = 4" in out
     assert "item age: 2 points" in out and "fact age = 78 a" in out
     assert "item heart_failure: 0 points" in out
+
+
+def test_a_model_score_can_be_explained_by_its_name(kb: KnowledgeBase) -> None:
+    # The score was computed (0.8-ish) but `explain FILE diabetes_progression`
+    # said it was not reached.
+    result = kb.evaluate(read_input(EXAMPLE), as_of=AS_OF)
+    [node] = how(result, "diabetes_progression")
+    assert node.kind == "score" and node.value is not None and node.value > 0.7
+    assert {f.name for f in node.facts} >= {"bmi", "random_glucose"}
