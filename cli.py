@@ -730,9 +730,23 @@ def _tree(node: Any, parent: Tree | None = None) -> Tree:
 
 
 @main.command()
-def schema() -> None:
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="The schema of a line of `cdss batch` output: an assessment or an "
+    "error record.",
+)
+def schema(batch: bool) -> None:
     """Print the JSON Schema of the assessment (the --format json output)."""
-    sys.stdout.write(json.dumps(Assessment.model_json_schema(), indent=2) + "\n")
+    if batch:
+        from pydantic import TypeAdapter
+
+        from engine.assessment import BatchError
+
+        shape = TypeAdapter(Assessment | BatchError).json_schema()
+    else:
+        shape = Assessment.model_json_schema()
+    sys.stdout.write(json.dumps(shape, indent=2) + "\n")
 
 
 EXIT_BATCH_FAILED = 7

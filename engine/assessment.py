@@ -203,3 +203,21 @@ class Assessment(_Out):
     rules_fired: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     knowledge_base: KnowledgeBaseInfo
+
+
+class BatchError(_Out):
+    """A line of `cdss batch` output for an input that gave no assessment."""
+
+    status: Literal["error"] = "error"
+    file: str = Field(description="The input file.")
+    line: int | None = Field(description="The line, for NDJSON and bulk exports.")
+    case_id: str | None = Field(
+        description="The patient's id, once the record was read."
+    )
+    error: Literal["input", "unit", "evaluation", "internal", "worker"] = Field(
+        description="input: the record cannot be read; unit: a unit does not "
+        "convert; evaluation: the engine refused it; internal: a bug; worker: "
+        "the process evaluating it ended."
+    )
+    reason: str
+    notice: str = NOTICE

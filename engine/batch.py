@@ -38,9 +38,7 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import IO, Final, Literal, Protocol
 
-import orjson
-
-from .assessment import NOTICE, Assessment
+from .assessment import Assessment, BatchError
 from .bulk import Family, Plan, WorkItem, plan_inputs
 from .errors import CdssError, EvaluationError, InputError, UnitError
 from .evaluation import evaluate_cases
@@ -186,16 +184,14 @@ class Outcome:
         cls, item: WorkItem, family: Family, reason: str, case_id: str | None = None
     ) -> Outcome:
         """An error record naming the input, and the case once it was read."""
-        record = {
-            "status": "error",
-            "file": item.file,
-            "line": item.line,
-            "case_id": case_id or item.case_id,
-            "error": family,
-            "reason": reason,
-            "notice": NOTICE,
-        }
-        return cls(orjson.dumps(record).decode(), failed=True, status="error")
+        record = BatchError(
+            file=item.file,
+            line=item.line,
+            case_id=case_id or item.case_id,
+            error=family,
+            reason=reason,
+        )
+        return cls(record.model_dump_json(), failed=True, status="error")
 
 
 def _failure(item: WorkItem, err: BaseException, case_id: str | None = None) -> Outcome:

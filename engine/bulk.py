@@ -79,7 +79,7 @@ _READ_TYPE_TEXT: Final = re.compile(
     + rb')"'
 )
 
-Family = Literal["input", "unit", "evaluation", "internal", "worker"]
+Family = Literal["input", "unit", "evaluation", "internal", "worker"]  # BatchError
 Stop = Callable[[], bool] | None
 
 

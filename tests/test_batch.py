@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -358,6 +359,11 @@ def test_ndjson_of_bundles_and_case_files_names_the_bad_line(tmp_path: Path) -> 
     # The first line is a Bundle: a lone Patient later is refused, not grouped.
     assert "expected a Bundle, got Patient" in docs[4]["reason"]
     assert len(docs) == 5
+    # Assessments and error records alike follow `cdss schema --batch`.
+    code, schema, _ = run("schema", "--batch")
+    assert code == 0
+    for doc in docs:
+        jsonschema.validate(doc, json.loads(schema))
 
 
 def test_the_progress_total_counts_the_lines_written_not_blank_ones(
