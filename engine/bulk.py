@@ -435,10 +435,14 @@ class _Grouping:
                         if count % 4096 == 0 and self.stopped():
                             return
                         line = raw.strip()
-                        problem = self._place(line, file, number, tmp, shards)
+                        problem, pid = self._place(line, file, number, tmp, shards)
                         if problem:
                             yield WorkItem(
-                                self.names[file], number, "error", reason=problem
+                                self.names[file],
+                                number,
+                                "error",
+                                case_id=pid,
+                                reason=problem,
                             )
             except OSError as err:
                 reason = f"the file cannot be read: {err.strerror or err}"
@@ -451,24 +455,26 @@ class _Grouping:
         number: int,
         tmp: Path,
         shards: dict[int, IO[bytes]],
-    ) -> str:
-        """Index, keep or shard one line; return what is wrong, if anything."""
+    ) -> tuple[str, str | None]:
+        """Index, keep or shard one line; return what is wrong, if anything,
+        and the patient it is about, if known."""
         if not line:
-            return ""
+            return "", None
         try:
             document = orjson.loads(line)
         except orjson.JSONDecodeError as err:
-            return f"not JSON: {err}"
+            return f"not JSON: {err}", None
         if not isinstance(document, dict):
-            return "a bulk-export line must be a FHIR resource (a JSON object)"
+            return "a bulk-export line must be a FHIR resource (a JSON object)", None
         kind = document.get("resourceType")
         rid = document.get("id")
         if kind == "Patient":
             if not isinstance(rid, str) or not rid:
-                return "the Patient has no id"
+                return "the Patient has no id", None
             if rid in self.index:
                 _, f, n = self.index[rid]
-                return f"a second Patient/{rid}; the first is at {self.names[f]}:{n}"
+                first = f"{self.names[f]}:{n}"
+                return f"a second Patient/{rid}; the first is at {first}", rid
             self.index[rid] = (len(self.index), file, number)
             self._write(rid, b"P", file, number, rid, line, tmp, shards)
         elif kind == "Medication":
@@ -476,16 +482,18 @@ class _Grouping:
                 self.media[f"Medication/{rid}"] = line
         elif kind in _READ_TYPES:
             ref = _reference(document, "subject") or _reference(document, "patient")
-            pid = _patient_id(ref) if ref else None
+            if ref is None:
+                return f"the {kind} has no subject.reference or patient.reference", None
+            pid = _patient_id(ref)
             if pid is None:
-                return f"the {kind} has no subject.reference or patient.reference"
+                return f"the {kind} is about `{ref}`, not a Patient", None
             if pid not in self.index:
                 entry = self.orphans.setdefault(pid, [0, file, number])
                 entry[0] += 1
-                return ""
+                return "", None
             media = _reference(document, "medicationReference") or ""
             self._write(pid, b"R", file, number, media, line, tmp, shards)
-        return ""  # anything else is a type the reader does not use
+        return "", None  # anything else is a type the reader does not use
 
     def _write(
         self,

@@ -550,8 +550,8 @@ class ResourceReader:
             raw = None
         if raw is None:
             self.notes.append(
-                f"{label}: medicationReference `{ref}` is not in the bundle; "
-                "the medication was not read"
+                f"{label}: medicationReference `{ref}` is not among the "
+                "resources given; the medication was not read"
             )
             return None
         return self.validate(Medication, raw, where).code

@@ -520,6 +520,26 @@ def test_bulk_export_is_grouped_by_patient_and_every_bad_line_is_named(
     assert alone["patient"]["readings"] >= 4 and alone["diagnoses"]
 
 
+def test_a_second_patient_and_a_group_subject_are_named_in_a_bulk_export(
+    tmp_path: Path, settings: Settings
+) -> None:
+    folder = bulk_export(tmp_path / "export")
+    with (folder / "Patient.ndjson").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(patient("b1")) + "\n")
+    group = bp("grp", "b1", 120, 70, "2024-03-01T09:30:00+00:00")
+    group["subject"] = {"reference": "Group/g1"}
+    with (folder / "Observation.ndjson").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(group) + "\n")
+    out = io.StringIO()
+    run_batch(plan_inputs([folder]), out, settings)
+    errors = [json.loads(x) for x in out.getvalue().splitlines() if '"error"' in x]
+    second = next(e for e in errors if "a second Patient/b1" in e["reason"])
+    assert second["case_id"] == "b1"
+    assert second["line"] == 3
+    [grouped] = [e for e in errors if "Group" in e["reason"]]
+    assert grouped["reason"] == "the Observation is about `Group/g1`, not a Patient"
+
+
 def test_a_file_that_starts_with_an_unread_type_is_still_searched(
     tmp_path: Path, settings: Settings
 ) -> None:
