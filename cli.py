@@ -966,6 +966,12 @@ def _batch_and_report(
         if out is not sys.stdout:
             out.close()
     render_batch(summary, err_console)
+    if not summary.cases and not summary.interrupted:
+        err_console.print(
+            "[yellow]note:[/] the inputs hold no cases (empty files, or only "
+            "blank lines); nothing was written",
+            highlight=False,
+        )
     if summary.interrupted:
         code = why[0] if why else EXIT_INTERRUPTED
         said = "terminated" if code == EXIT_TERMINATED else "interrupted"

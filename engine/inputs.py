@@ -203,6 +203,10 @@ def _read_data(
                 ) from None
             return _route(document, source, catalogue, text=None)
         return _route(parsed, source, catalogue, text=text)
+    if text.strip() in ("null", "~", "Null", "NULL"):
+        raise InputError(
+            source, "", "the document is `null`, not a bundle or case file", _HINT
+        )
     return _route(load_yaml(text, source=source), source, catalogue, text=None)
 
 

@@ -310,6 +310,16 @@ def test_dask_followed_by_an_input_is_a_local_cluster_and_that_input(
 # --- NDJSON and bulk export ---------------------------------------------------------
 
 
+def test_an_empty_input_says_it_held_no_cases(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ndjson"
+    path.write_text("\n\n", encoding="utf-8")
+    out = tmp_path / "r.ndjson"
+    code, _, err = run("batch", str(path), "--out", str(out))
+    assert code == 0
+    assert "the inputs hold no cases" in err
+    assert out.read_text() == ""
+
+
 def test_case_files_without_an_id_in_ndjson_are_told_apart_by_line(
     tmp_path: Path,
 ) -> None:

@@ -174,3 +174,11 @@ def test_document_text_passed_as_a_path_is_an_input_error_that_says_so() -> None
     with pytest.raises(InputError) as long_name:
         read_input("x" * 5000)
     assert "not a usable path: File name too long" in str(long_name.value)
+
+
+def test_a_null_document_is_named_as_null_not_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "null.json"
+    path.write_text("null\n")
+    with pytest.raises(InputError) as info:
+        read_input(path)
+    assert info.value.reason == "the document is `null`, not a bundle or case file"
