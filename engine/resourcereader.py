@@ -264,18 +264,24 @@ class ResourceReader:
         if quantity is not None:
             return quantity
         integer, text = obs.get("valueInteger"), obs.get("valueString")
-        if integer is None and text is None:
+        concept = obs.get("valueCodeableConcept")
+        if integer is None and text is None and concept is None:
             return None
+        if integer is not None:
+            given, element = f"the integer {integer}", "valueInteger"
+        elif text is not None:
+            given, element = "text", "valueString"
+        else:
+            given, element = "a coded concept", "valueCodeableConcept"
         for name in dict.fromkeys(self.loinc_facts(obs["code"].get("coding", ()))):
             unit = self.catalogue.quantities[name].unit
             if integer is not None and is_count(unit):
                 return {"value": integer, "code": unit, "system": UCUM}
-            given = f"the integer {integer}" if integer is not None else "text"
             # Left out whole, as for a unit that cannot be read: an older
             # reading must not stand in as the latest.
             self.cannot_use(
                 name,
-                f"{source} value{'Integer' if integer is not None else 'String'}",
+                f"{source} {element}",
                 f"the value is given as {given}, not as a quantity with a unit",
             )
         return None

@@ -253,6 +253,18 @@ def test_observation_time_fallbacks_and_partial_dates() -> None:
     assert case.problems == ()
 
 
+def test_a_coded_value_of_a_measured_fact_leaves_it_out_as_text_does() -> None:
+    coded = observation("c", "14959-1", 0, "mg/g")
+    del coded["valueQuantity"]
+    coded["valueCodeableConcept"] = {"text": "negative"}
+    case = read(observation("a", "14959-1", 300, "mg/g", "2023-01-01"), coded)
+    assert "acr" not in case.readings
+    assert case.problems == (
+        "acr not used: Observation/c valueCodeableConcept: the value is given as "
+        "a coded concept, not as a quantity with a unit",
+    )
+
+
 def test_an_undated_observation_leaves_its_fact_out_and_is_named() -> None:
     # An eGFR of 25 with no date could be older or newer than the dated one:
     # it is not taken as current (severe impairment today), and the dated 62
