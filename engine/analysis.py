@@ -18,7 +18,7 @@ from .catalogue import Catalogue, QuantityFact
 from .cutpoints import thresholds_of
 from .errors import Problem, UnitError
 from .loader import LoadedFile
-from .sites import RuleSite, rule_sites, score_sites
+from .sites import RuleSite, rule_sites, score_sites, site_problem
 from .units import convert
 
 __all__ = ["Interval", "analyse"]
@@ -115,18 +115,8 @@ def _problem(
     code: str,
     severity: str = "error",
 ) -> Problem:
-    line, col = site.at(node, key) if key is not None else site.at(None)
-    return Problem(
-        site.file.path,
-        line,
-        col,
-        msg,
-        rule_id=site.owner,
-        subject=site.subject,
-        hint=hint,
-        code=code,
-        severity=severity,
-    )
+    where = site.at(node, key) if key is not None else site.at(None)
+    return site_problem(site, where, msg, hint, code, severity)
 
 
 def _never_true(site: RuleSite, cat: Catalogue) -> list[Problem]:
@@ -335,13 +325,7 @@ def _item_bands(files: list[LoadedFile], cat: Catalogue) -> list[Problem]:
             raw = site.raw["items"][ii]["bands"]
             members = []
             for bi, band in enumerate(item.bands):
-                cond = rf.FactComparison(
-                    fact=fact.name,
-                    above=band.above,
-                    at_least=band.at_least,
-                    below=band.below,
-                    at_most=band.at_most,
-                )
+                cond = band.comparison(fact.name)
                 if any(
                     getattr(band, op) is not None
                     and _cut(getattr(band, op), fact) is None

@@ -226,41 +226,23 @@ def check_when(
             )
         if isinstance(cond, rf.FactComparison):
             out += check_comparison(site, cond, raw, cat)
-        elif (
-            isinstance(cond, rf.ConditionTest) and cond.condition not in cat.conditions
+        for kind, key, known, noun in (
+            (rf.ConditionTest, "condition", cat.conditions, "condition"),
+            (rf.MedicationTest, "taking", cat.medications, "medication"),
+            (rf.AllergyTest, "allergic_to", cat.medications, "medication"),
         ):
-            out.append(
-                site_problem(
-                    site,
-                    site.at(raw, "condition"),
-                    f"unknown condition `{cond.condition}`",
-                    suggest(cond.condition, list(cat.conditions)),
-                    "unknown-condition",
+            name = getattr(cond, key) if isinstance(cond, kind) else None
+            if name is not None and name not in known:
+                out.append(
+                    site_problem(
+                        site,
+                        site.at(raw, key),
+                        f"unknown {noun} `{name}`",
+                        suggest(name, list(known)),
+                        f"unknown-{noun}",
+                    )
                 )
-            )
-        elif isinstance(cond, rf.MedicationTest) and cond.taking not in cat.medications:
-            out.append(
-                site_problem(
-                    site,
-                    site.at(raw, "taking"),
-                    f"unknown medication `{cond.taking}`",
-                    suggest(cond.taking, list(cat.medications)),
-                    "unknown-medication",
-                )
-            )
-        elif (
-            isinstance(cond, rf.AllergyTest) and cond.allergic_to not in cat.medications
-        ):
-            out.append(
-                site_problem(
-                    site,
-                    site.at(raw, "allergic_to"),
-                    f"unknown medication `{cond.allergic_to}`",
-                    suggest(cond.allergic_to, list(cat.medications)),
-                    "unknown-medication",
-                )
-            )
-        elif isinstance(cond, rf.ScoreTest) and cond.score not in models:
+        if isinstance(cond, rf.ScoreTest) and cond.score not in models:
             out.append(
                 site_problem(
                     site,

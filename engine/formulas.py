@@ -56,6 +56,14 @@ def ckd_epi_2021_creatinine(
     return value
 
 
+def _positive(weight: float, weight_unit: str, height: float, height_unit: str) -> None:
+    if weight <= 0 or height <= 0:
+        raise ValueError(
+            f"BMI needs a positive weight and height, got {weight:g} {weight_unit} "
+            f"and {height:g} {height_unit}"
+        )
+
+
 def bmi_imperial(weight_lb: float, height_in: float) -> float:
     """Body mass index (kg/m2) from pounds and inches: 703 x lb / in2.
 
@@ -67,11 +75,7 @@ def bmi_imperial(weight_lb: float, height_in: float) -> float:
     Raises:
         ValueError: If weight or height is not positive.
     """
-    if weight_lb <= 0 or height_in <= 0:
-        raise ValueError(
-            f"BMI needs a positive weight and height, got {weight_lb:g} lb and "
-            f"{height_in:g} in"
-        )
+    _positive(weight_lb, "lb", height_in, "in")
     return 703 * weight_lb / height_in**2
 
 
@@ -86,11 +90,7 @@ def bmi_from_weight_height(
     Raises:
         ValueError: If weight or height is not positive.
     """
-    if weight_kg <= 0 or height_m <= 0:
-        raise ValueError(
-            f"BMI needs a positive weight and height, got {weight_kg:g} kg and "
-            f"{height_m:g} m"
-        )
+    _positive(weight_kg, "kg", height_m, "m")
     value: float = weight_kg / height_m ** float(p["height_exponent"])
     return value
 

@@ -419,6 +419,18 @@ class Band(_Strict):
     one_of: list[str] | None = None
     points: float
 
+    def comparison(self, fact: str) -> FactComparison:
+        """The band as a comparison of the fact (for checks and analysis)."""
+        return FactComparison(
+            fact=fact,
+            above=self.above,
+            at_least=self.at_least,
+            below=self.below,
+            at_most=self.at_most,
+            equals=self.equals,
+            one_of=self.one_of,
+        )
+
 
 class PointItem(_Strict):
     """One item of a point score: points when a condition holds, or by bands."""

@@ -132,15 +132,7 @@ def check_point_scores(
                     )
                     continue
                 for bi, band in enumerate(item.bands):
-                    cond = rf.FactComparison(
-                        fact=item.fact,
-                        above=band.above,
-                        at_least=band.at_least,
-                        below=band.below,
-                        at_most=band.at_most,
-                        equals=band.equals,
-                        one_of=band.one_of,
-                    )
+                    cond = band.comparison(item.fact)
                     out += check_comparison(
                         site, cond, _Merged(raw_item, raw_item["bands"][bi]), cat
                     )
