@@ -5,7 +5,9 @@ Method (also in docs/certainty.md):
 1. Several rules reaching the same conclusion combine as independent
    supporting evidence, the certainty-factor rule for positive support:
    ``c = 1 - prod(1 - c_i)``. More support never lowers it; order does not
-   matter; the result stays in [0, 1].
+   matter; the result stays in [0, 1]. Rules whose evidence shares a
+   recorded entry (the same A1C result) are not independent: such a group
+   counts once, at its strongest rule (:func:`independent`).
 2. A model score updates that certainty on the log-odds scale, as a Bayesian
    likelihood ratio: the model's odds over its training prevalence's odds,
    ``logit(c') = logit(c) + logit(p) - logit(prior)``. A score at the prior
@@ -15,9 +17,15 @@ Method (also in docs/certainty.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence, Set
 
-__all__ = ["combine", "combine_for_and_against", "disagrees", "update_with_score"]
+__all__ = [
+    "combine",
+    "combine_for_and_against",
+    "disagrees",
+    "independent",
+    "update_with_score",
+]
 
 _EPS = 1e-6
 
@@ -28,6 +36,34 @@ def combine(certainties: Iterable[float]) -> float:
     for c in certainties:
         remaining *= 1.0 - min(max(c, 0.0), 1.0)
     return 1.0 - remaining
+
+
+def independent(supports: Sequence[tuple[float, Set[str]]]) -> list[float]:
+    """One certainty per group of supporting rules whose evidence overlaps.
+
+    Each support is a rule's certainty and the recorded entries its evidence
+    rests on (``Observation/abc``). Rules that share an entry, directly or
+    through others, form a group, which counts as its strongest rule: two
+    rules reading the same A1C are one piece of evidence, not two.
+    """
+    group = list(range(len(supports)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, (_, entries) in enumerate(supports):
+        for entry in entries:
+            j = first.setdefault(entry, i)
+            group[root(i)] = root(j)
+    best: dict[int, float] = {}
+    for i, (certainty, _) in enumerate(supports):
+        r = root(i)
+        best[r] = max(best.get(r, 0.0), certainty)
+    return list(best.values())
 
 
 def combine_for_and_against(

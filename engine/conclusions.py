@@ -27,7 +27,12 @@ from .assessment import (
     Undetermined,
 )
 from .caseview import CaseView
-from .certainty import combine_for_and_against, disagrees, update_with_score
+from .certainty import (
+    combine_for_and_against,
+    disagrees,
+    independent,
+    update_with_score,
+)
 from .compiler import CompiledRule, Literal
 from .errors import UnitError
 from .facts import Case, aware
@@ -157,7 +162,13 @@ def assemble(
                 code=spec.snomed,
                 certainty=round(
                     combine_for_and_against(
-                        (s.certainty for s, _, _ in support), contra
+                        independent(
+                            [
+                                (s.certainty, _entries(e, findings))
+                                for s, _, e in support
+                            ]
+                        ),
+                        contra,
                     ),
                     4,
                 ),
@@ -169,9 +180,10 @@ def assemble(
         rspec = rsupport[0][0]
         contra_rules = against.get(rid, [])
         certainty = combine_for_and_against(
-            (s.certainty for s, _, _ in rsupport), [c for c, _, _ in contra_rules]
+            independent([(s.certainty, _entries(e, findings)) for s, _, e in rsupport]),
+            [c for c, _, _ in contra_rules],
         )
-        method = "rules combined: 1 - prod(1 - c)"
+        method = "rules combined: 1 - prod(1 - c), rules sharing evidence counted once"
         if contra_rules:
             method += "; lowered by evidence against: " + "; ".join(
                 f"{rule} ({reason})" for _, rule, reason in contra_rules
@@ -458,6 +470,25 @@ def _resting_on_doubts(
         f"{shown}: check the record before acting on {', '.join(dict.fromkeys(ids))}"
         for shown, ids in resting.items()
     ]
+
+
+def _entries(ev: Evidence, findings: dict[str, Finding]) -> set[str]:
+    """The recorded entries (readings, results) a conclusion's evidence rests
+    on, through the findings it reads: what two rules' evidence can share.
+    The patient's age and sex are context, not an entry."""
+    out: set[str] = set()
+    seen: set[str] = set()
+    todo = [ev]
+    while todo:
+        e = todo.pop()
+        for u in e.facts:
+            if u.source and u.source != "Patient":
+                out.update(u.source.split(", "))
+        for f in e.findings:
+            if f in findings and f not in seen:
+                seen.add(f)
+                todo.append(findings[f].evidence)
+    return out
 
 
 def _facts_of(c: Diagnosis | Finding | Recommendation) -> list[FactUsed]:

@@ -32,6 +32,31 @@ def test_two_rules_at_095_give_09975() -> None:
     assert combine([]) == 0.0
 
 
+def test_rules_sharing_evidence_count_once_at_their_strongest() -> None:
+    from engine.certainty import independent
+
+    a1c = {"Observation/a1", "Observation/a2"}
+    # Two A1C results read by both rules; a glucose read by the first too.
+    assert independent(
+        [(0.95, a1c | {"Observation/g"}), (0.9, a1c), (0.8, {"Observation/x"})]
+    ) == [0.95, 0.8]
+    # Linked through a third rule: one group.
+    assert independent([(0.5, {"a"}), (0.6, {"b"}), (0.7, {"a", "b"})]) == [0.7]
+    # Nothing shared: each counts.
+    assert sorted(independent([(0.5, {"a"}), (0.6, {"b"})])) == [0.5, 0.6]
+
+
+@given(st.lists(st.tuples(unit, st.sets(st.sampled_from("abcd"))), max_size=6))
+def test_grouping_never_raises_certainty_above_independent_support(
+    supports: list[tuple[float, set[str]]],
+) -> None:
+    from engine.certainty import independent
+
+    groups = independent(supports)
+    assert combine(groups) <= combine([c for c, _ in supports]) + 1e-12
+    assert combine(groups) >= max((c for c, _ in supports), default=0.0) - 1e-12
+
+
 @given(inner, inner)
 def test_score_at_prior_leaves_certainty_unchanged(c: float, prior: float) -> None:
     assert abs(update_with_score(c, prior, prior) - c) < 1e-9
