@@ -106,7 +106,14 @@ def read_bundle(
                 "the resource has no resourceType",
                 'every resource names its type, e.g. "resourceType": "Observation"',
             )
-        _sort(reader, buckets, index, entry.get("fullUrl"), kind, resource)
+        # Inline, not a function: it runs for each of thousands of entries.
+        bucket = buckets.get(kind)
+        if bucket is not None:
+            bucket.append((index, resource))
+            if kind == "Patient":
+                _keep_patient(reader, index, entry.get("fullUrl"))
+        elif kind == "Medication":
+            _keep_medication(reader, index, entry.get("fullUrl"), resource)
     return _read(reader, buckets, validated=False)
 
 
@@ -142,7 +149,13 @@ def read_bundle_json(
         if resource is None:
             continue
         kind = resource["resourceType"]
-        _sort(reader, buckets, index, entry.get("fullUrl"), kind, resource)
+        bucket = buckets.get(kind)
+        if bucket is not None:
+            bucket.append((index, resource))
+            if kind == "Patient":
+                _keep_patient(reader, index, entry.get("fullUrl"))
+        elif kind == "Medication":
+            _keep_medication(reader, index, entry.get("fullUrl"), resource)
     try:
         return _read(reader, buckets, validated=True)
     except InputError:
@@ -154,22 +167,10 @@ def _buckets() -> dict[str, list[tuple[int, dict[str, Any]]]]:
     return {kind: [] for kind in _READ_TYPES}
 
 
-def _sort(
-    reader: ResourceReader,
-    buckets: dict[str, list[tuple[int, dict[str, Any]]]],
-    index: int,
-    full_url: object,
-    kind: str,
-    resource: dict[str, Any],
-) -> None:
-    """Put an entry's resource in its type's bucket, or keep what others cite."""
-    bucket = buckets.get(kind)
-    if bucket is not None:
-        bucket.append((index, resource))
-        if kind == "Patient" and isinstance(full_url, str):
-            reader.patient_urls[index] = full_url
-    elif kind == "Medication":
-        _keep_medication(reader, index, full_url, resource)
+def _keep_patient(reader: ResourceReader, index: int, full_url: object) -> None:
+    # Other resources may name the Patient by its entry's fullUrl.
+    if isinstance(full_url, str):
+        reader.patient_urls[index] = full_url
 
 
 def _keep_medication(
@@ -292,7 +293,9 @@ def _read(
         case_id=patient.id,
         source=reader.source,
         birth_date=born.date() if born else None,
-        birth_date_latest=latest_day(patient.birth_date) if born else None,
+        birth_date_latest=latest_day(patient.birth_date)
+        if patient.birth_date
+        else None,
         sex=sex,
         deceased=deceased,
         readings=readings,

@@ -24,7 +24,6 @@ _DATETIME = re.compile(
 _ANNOTATION = re.compile(r"/?\{[^}]*\}")
 
 
-@lru_cache(maxsize=8192)
 def latest_day(text: str) -> date | None:
     """The last day a FHIR date given to the year or month may be
     (``1959`` ends on 1959-12-31); None for a full date or a dateTime."""
@@ -38,6 +37,7 @@ def latest_day(text: str) -> date | None:
     return first_of_next - timedelta(days=1)
 
 
+@lru_cache(maxsize=8192)
 def parse_datetime(text: str) -> datetime:
     """Parse a FHIR date, dateTime or instant into an aware datetime.
 
