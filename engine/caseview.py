@@ -147,17 +147,6 @@ class CaseView:
             return None
         return _age_on(self.case.birth_date, self.as_of.date())
 
-    def age_span(self) -> tuple[int, int] | None:
-        """The youngest and oldest the patient can be at the evaluation time
-        when the birth date is known to the month or year only and the age
-        differs across it; None when the age is known."""
-        born, latest = self.case.birth_date, self.case.birth_date_latest
-        if self.case.age is not None or born is None or latest is None:
-            return None
-        youngest = _age_on(latest, self.as_of.date())
-        oldest = _age_on(born, self.as_of.date())
-        return (youngest, oldest) if youngest != oldest else None
-
     def age_at(self, when: datetime | None) -> int | None:
         """Age in whole years at a given time (the reading's, for formulas)."""
         if self.case.birth_date is None:

@@ -429,12 +429,10 @@ def _resting_on_doubts(
     the anticoagulation advice that reads the score).
 
     A value is doubtful when it is outside its fact's plausible range (a
-    systolic of 1400 typed for 140), or when it is an age counted from a birth
-    date given to the year or month only, across which the age differs (64 or
-    65). The value is used as recorded, since a range cannot tell an error
-    from a rare extreme (a glucose of 1600 mg/dL in a hyperosmolar state); the
-    conclusions are made, and the assessment is partial until someone checks
-    the record.
+    systolic of 1400 typed for 140). The value is used as recorded, since a
+    range cannot tell an error from a rare extreme (a glucose of 1600 mg/dL
+    in a hyperosmolar state); the conclusions are made, and the assessment is
+    partial until someone checks the record.
     """
     doubts = [
         {d for u in _facts_of(c) if (d := _doubt(view, u)) is not None}
@@ -502,15 +500,11 @@ def _facts_of(c: Diagnosis | Finding | Recommendation) -> list[FactUsed]:
 
 
 def _doubt(view: CaseView, used: FactUsed) -> str | None:
-    """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or
-    ``age 65 a is counted ...``, or None."""
-    if used.name == "age" and (span := view.age_span()) is not None:
-        # The birth date itself identifies the patient: not repeated.
-        return (
-            f"age {span[1]} a is counted from the first day of a birth date "
-            "recorded as a year or month only (the patient is "
-            f"{span[0]} or {span[1]} at the evaluation time)"
-        )
+    """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or None.
+
+    (An age from a birth date without its day is checked whole, by a second
+    evaluation: engine.evaluation._age_doubts.)
+    """
     fact = view.catalogue.quantities.get(used.name)
     value = used.value
     if (

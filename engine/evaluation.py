@@ -217,7 +217,61 @@ def _view(
 def evaluate_case(kb: KnowledgeBase, case: Case, as_of: datetime) -> Assessment:
     """Evaluate one case against a loaded knowledge base."""
     view = _view(kb, case, as_of)
-    return _run(kb, case, view, _scores(kb, view))
+    return _age_doubts(kb, case, view, _run(kb, case, view, _scores(kb, view)))
+
+
+def _age_doubts(
+    kb: KnowledgeBase, case: Case, view: CaseView, result: Assessment
+) -> Assessment:
+    """Name the conclusions a birth date without its day leaves in doubt.
+
+    The age is counted from the first day the birth date allows (1 January
+    for ``1959``). The case is evaluated again as born on the last day
+    (31 December); the conclusions that differ between the two (a statin
+    indication at 75, CHA2DS2-VASc's point at 65, an eGFR and so the
+    metformin advice) are named, and the assessment is partial. A rare case:
+    most records give the day.
+    """
+    latest = case.birth_date_latest
+    if latest is None or latest == case.birth_date or result.status == "not_evaluable":
+        return result
+    later = case.model_copy(update={"birth_date": latest, "birth_date_latest": None})
+    try:
+        other = evaluate_case(kb, later, view.as_of)
+    except InputError:  # born after the evaluation time on that day
+        return result
+    here, there = _conclusions(result), _conclusions(other)
+    if here == there:
+        return result
+    only_here = sorted(dict.fromkeys(c[1] for c in here - there))
+    only_there = sorted(dict.fromkeys(c[1] for c in there - here))
+    ages = (result.patient.age, other.patient.age)
+    counted = f" ({ages[0]} a)" if ages[0] is not None else ""
+    then = f" (age {ages[1]} a)" if ages[1] != ages[0] else ""
+    parts = []
+    if only_here:
+        parts.append(f"not made then, or made otherwise: {', '.join(only_here)}")
+    if only_there:
+        parts.append(f"made then: {', '.join(only_there)}")
+    problem = (
+        "the birth date is recorded as a year or month only, and the age is "
+        f"counted from its first day{counted}; born on its last day{then}, "
+        f"the conclusions would differ ({'; '.join(parts)}): check the birth "
+        "date before acting on them"
+    )
+    return result.model_copy(
+        update={"status": "partial", "problems": [*result.problems, problem]}
+    )
+
+
+def _conclusions(result: Assessment) -> set[tuple[str, str, object]]:
+    """What a clinician acts on: diagnoses, findings with their values,
+    recommendations with their status."""
+    return (
+        {("diagnosis", d.id, None) for d in result.diagnoses}
+        | {("finding", f.id, f.value) for f in result.findings}
+        | {("recommendation", r.id, r.status) for r in result.recommendations}
+    )
 
 
 def evaluate_cases(
@@ -250,7 +304,7 @@ def evaluate_cases(
         )
     views, scores = prepare_chunk(kb, cases, times)
     return [
-        _run(kb, case, view, found)
+        _age_doubts(kb, case, view, _run(kb, case, view, found))
         for case, view, found in zip(cases, views, scores, strict=True)
     ]
 
