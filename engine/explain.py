@@ -319,16 +319,25 @@ class _Examiner:
                 )
             ]
         res = evaluate_leaf(self.view, cond, self.scores, self.points)
-        change = _change(cond, res)
+        change, actual = _change(cond, res), _actual(res)
         if isinstance(cond, rf.PointsTest):
-            change = "; ".join(
-                filter(None, [_score_change(cond, res), self.items_of(cond.points)])
-            )
+            score = self.points[cond.points]
+            if score.total is None:  # a range: some items cannot be determined
+                actual = (
+                    f"the {cond.points} total is {score.low:g} to {score.high:g} "
+                    f"(missing {', '.join(score.missing)})"
+                )
+            # The items are what is so; a change is offered only where one
+            # would do: a total that falls short, or a missing input.
+            actual = f"{actual}; {self.items_of(cond.points)}"
+            change = _score_change(cond, res)
+            if res.value is None and score.missing:
+                change = f"record {', '.join(score.missing)}"
         return [
             Obstacle(
                 condition=_describe(cond),
                 state=state,
-                actual=_actual(res),
+                actual=actual,
                 change=change,
             )
         ]

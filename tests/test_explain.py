@@ -234,11 +234,11 @@ def test_why_not_a_point_score_names_its_cut_point_and_the_items_that_scored(
         "point score cha2ds2_vasc at least 2",
         "point score cha2ds2_vasc at least 3",
     ]
-    assert scores[0].actual == "the cha2ds2_vasc total is 1 (7 items)"
-    assert scores[0].change.startswith(
-        "would hold at a total of at least 2 (now 1); scored: diabetes 1; "
+    assert scores[0].actual.startswith(
+        "the cha2ds2_vasc total is 1 (7 items); scored: diabetes 1; "
         "0 points: heart_failure"
     )
+    assert scores[0].change == "would hold at a total of at least 2 (now 1)"
     other = [o for o in attempt.obstacles if "one of" in o.condition]
     assert [o.condition for o in other] == ["sex one of other, unknown"]
 
@@ -287,3 +287,30 @@ def test_a_model_score_can_be_explained_by_its_name(kb: KnowledgeBase) -> None:
     [node] = how(result, "diabetes_progression")
     assert node.kind == "score" and node.value is not None and node.value > 0.7
     assert {f.name for f in node.facts} >= {"bmi", "random_glucose"}
+
+
+def test_why_not_a_point_score_with_a_missing_item_gives_its_range(
+    tmp_path: Path,
+) -> None:
+    # CURB-65 with the urea missing: 3 points known, so 3 to 4. Outpatient
+    # care (0-1) cannot hold whatever the urea: no change is offered; ICU
+    # assessment (4-5) waits for the urea.
+    case = tmp_path / "pn.yaml"
+    case.write_text(
+        "patient: {age: 70, sex: male}\n"
+        "conditions: [pneumonia]\n"
+        "facts:\n"
+        "  respiratory_rate: 31 /min @ 2024-05-31\n"
+        "  systolic_bp: 120 mmHg @ 2024-05-31\n"
+        "  diastolic_bp: 60 mmHg @ 2024-05-31\n"
+        "  amt_score: 10 @ 2024-05-31\n",
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase.load()
+    when = datetime(2024, 6, 1, tzinfo=UTC)
+    out = why_not(kb, case, "site_of_care_outpatient", when)
+    [obstacle] = out.attempts[0].obstacles
+    assert obstacle.actual.startswith("the curb65 total is 3 to 4 (missing bun)")
+    assert obstacle.change == "" and out.attempts[0].smallest_change == ""
+    icu = why_not(kb, case, "site_of_care_hospital_admission_assess_icu", when)
+    assert icu.attempts[0].smallest_change == "record bun"
