@@ -259,6 +259,16 @@ class CaseView:
         """Whether an active allergy to the concept is recorded."""
         return name in self._active("allergies", self.case.allergies)
 
+    def allergy_named(self, name: str) -> str:
+        """How the record names its active allergies to a concept: ``apixaban``
+        for the class ``doac``, or the concept itself."""
+        named = [
+            e.display or e.code
+            for e in self.case.allergies
+            if e.concept == name and self._entry_active(e, None)
+        ]
+        return ", ".join(dict.fromkeys(named)) or name
+
     def forget_selections(self) -> None:
         """Drop what was worked out from the readings (they have changed)."""
         self._selected.clear()

@@ -210,8 +210,11 @@ def assemble(
             )
         blocked = blocks.pop(rid, [])
         if rspec.drug is not None and view.allergic_to(rspec.drug):
+            recorded = view.allergy_named(rspec.drug)
+            if recorded != rspec.drug:
+                recorded = f"{recorded} ({rspec.drug})"
             blocked.append(
-                Block(rule_id="allergy", reason=f"recorded allergy to {rspec.drug}")
+                Block(rule_id="allergy", reason=f"recorded allergy to {recorded}")
             )
         recommendations.append(
             Recommendation(

@@ -440,6 +440,17 @@ def test_doac_allergy_blocks_the_doac_but_not_anticoagulation(
         ("allergy", "recorded allergy to doac")
     ]
     assert af_recommendations(result)["anticoagulation_recommended"] == "recommended"
+    # Named as the record names it, not only by its class.
+    apixaban = CodedEntry(concept="doac", system="local", code="apixaban")
+    named = evaluate(
+        kb,
+        af_patient("hypertension", age=70, sex="male").model_copy(
+            update={"allergies": (apixaban,)}
+        ),
+    )
+    assert [b.reason for b in recommendation(named, "doac_preferred").blocked_by] == [
+        "recorded allergy to apixaban (doac)"
+    ]
 
 
 # --- forbidden: aspirin +/- clopidogrel instead of anticoagulation ---------

@@ -1158,10 +1158,13 @@ def acei_rows(result: Assessment) -> dict[str, str]:
         (29, "mg/g", 59, "acei_arb_strongly_recommended"),
         (29, "mg/g", 60, None),
         (100, "mg/g", 59, "acei_arb_strongly_recommended"),
-        (34, "mg/mmol", 90, "acei_arb_strongly_recommended"),  # 300.6 mg/g
-        (33.9, "mg/mmol", 90, "acei_arb_recommended"),  # 299.7 mg/g
-        (3.4, "mg/mmol", 90, "acei_arb_recommended"),  # 30.1 mg/g
-        (3.3, "mg/mmol", 90, None),  # 29.2 mg/g
+        # In mg/mmol, KDIGO's own cut points (3 and 30), as the kidney rules
+        # compare it: 3.3 mg/mmol is A2 there, though 29.2 mg/g converted.
+        (30, "mg/mmol", 90, "acei_arb_strongly_recommended"),
+        (29.9, "mg/mmol", 90, "acei_arb_recommended"),
+        (3.3, "mg/mmol", 90, "acei_arb_recommended"),
+        (3, "mg/mmol", 90, "acei_arb_recommended"),
+        (2.9, "mg/mmol", 90, None),
     ],
 )
 def test_hypertension_rows_in_order(
