@@ -482,7 +482,10 @@ class KnowledgeBase:
         problems += checked
         problems += analyse(files, catalogue)
         problems += _governance(files, approved_only, today or date.today())
-        # Each file's problems together, by line, schema and other checks alike.
+        # Each file's problems together, by line, schema and other checks
+        # alike; the same problem once (a banded item's unknown fact is found
+        # in each of its bands).
+        problems = list(dict.fromkeys(problems))
         order = {str(path): i for i, path in enumerate(paths)}
         problems.sort(key=lambda p: (order.get(p.path, len(order)), p.line))
         if any(p.severity == "error" for p in problems):

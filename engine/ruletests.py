@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import ruleformat as rf
 from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
 from .errors import InputError, Problem
@@ -239,9 +240,27 @@ def check_rule_tests(
     usable: list[tuple[Path, RuleTestFile, Any]] = []
     problems: list[Problem] = []
     rule_ids = {r.rule.id for r in kb.rules}
-    concluded = {p for r in kb.rules for p in r.produces} | {
-        p.id for p in kb.point_scores
+    # What each list of `expect`/`absent` may name.
+    pools: dict[str, set[str]] = {
+        "fired": rule_ids,
+        "undetermined": rule_ids,
+        "findings": {p.id for p in kb.point_scores},
+        "diagnoses": set(),
+        "recommendations": set(),
+        "blocked": set(),
     }
+    for r in kb.rules:
+        for action in r.rule.then:
+            if isinstance(action, rf.FindingAction):
+                pools["findings"].add(action.finding)
+            elif isinstance(action, rf.DiagnosisAction):
+                pools["diagnoses"].add(action.diagnosis.id)
+            elif isinstance(action, rf.RecommendationAction):
+                pools["recommendations"].add(action.recommendation.id)
+                pools["blocked"].add(action.recommendation.id)
+            elif isinstance(action, rf.BlockAction):
+                pools["blocked"].add(action.block.recommendation)
+
     for path in rule_test_paths(paths):
         model, raw, found = read_rule_tests(path)
         problems += found
@@ -267,32 +286,21 @@ def check_rule_tests(
             for side in ("expect", "absent"):
                 for kind, ids in getattr(test, side).model_dump().items():
                     # `fired` and `undetermined` list rules; the others
-                    # list what rules conclude.
-                    of_rules = kind in ("fired", "undetermined")
-                    known = rule_ids if of_rules else concluded
+                    # list what rules conclude, each of its own kind.
+                    known = pools[kind]
                     for j, ident in enumerate(ids):
                         if ident in known:
                             continue
                         line, col = locate(raw, ("tests", i, side, kind, j))
+                        said, hint = _wrong_id(kind, ident, pools)
                         problems.append(
                             Problem(
                                 str(path),
                                 line,
                                 col,
                                 f"test {test.name!r}: {side} {kind} names "
-                                f"`{ident}`, "
-                                + (
-                                    "which is not the id of a rule"
-                                    if of_rules
-                                    else "which no rule concludes"
-                                ),
-                                hint=(
-                                    f"`{kind}` lists rule ids; `{ident}` is a "
-                                    "conclusion: list it under what it is "
-                                    "(findings, diagnoses, recommendations)"
-                                    if of_rules and ident in concluded
-                                    else suggest(ident, sorted(known))
-                                ),
+                                f"`{ident}`, {said}",
+                                hint=hint,
                                 code="unknown-id",
                             )
                         )
@@ -300,6 +308,23 @@ def check_rule_tests(
         if len(problems) == before:
             usable.append((path, model, raw))
     return usable, problems
+
+
+_OF_RULES = ("fired", "undetermined")  # the lists that name rules, not conclusions
+
+
+def _wrong_id(kind: str, ident: str, pools: dict[str, set[str]]) -> tuple[str, str]:
+    """What is wrong with an id in a list of `expect`/`absent`, and the hint."""
+    elsewhere = [k for k, ids in pools.items() if ident in ids and k != kind]
+    if kind in _OF_RULES:
+        said = "which is not the id of a rule"
+    elif elsewhere:
+        said = f"which is not one of the {kind}"
+    else:
+        return "which no rule concludes", suggest(ident, sorted(pools[kind]))
+    if elsewhere:
+        return said, f"`{ident}` is listed under {' or '.join(elsewhere)}"
+    return said, suggest(ident, sorted(pools[kind]))
 
 
 _AT = re.compile(r"line (\d+), column (\d+)")

@@ -108,9 +108,10 @@ def check_point_scores(
                         site_problem(
                             site,
                             site.at(raw_item, key),
-                            f"item `{item.id}` tests a point score; items "
-                            "are computed together and read facts only",
-                            "test the facts that score reads",
+                            f"item `{item.id}` tests a point score; the "
+                            "scores are computed together, so an item cannot "
+                            "read another's total",
+                            "test the facts or findings that score reads",
                             "point-item",
                         )
                     )

@@ -373,7 +373,27 @@ def test_fired_takes_rule_ids_and_says_so_when_given_a_conclusion(
     )
     assert (
         "expect fired names `overweight`, which is not the id of a rule; "
-        "`fired` lists rule ids; `overweight` is a conclusion" in flat
+        "`overweight` is listed under findings" in flat
+    )
+
+
+def test_a_rule_test_id_listed_under_the_wrong_kind_is_named(tmp_path: Path) -> None:
+    # A finding expected among the recommendations passed the check, then
+    # failed with "got []".
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    (tmp_path / "bmi.test.yaml").write_text(
+        "ruleset: bmi\n"
+        "tests:\n"
+        "  - name: a slip\n"
+        "    given: {patient: {age: 45, sex: female}, facts: {bmi: 27 kg/m2}}\n"
+        "    expect: {recommendations: [overweight]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert (
+        "expect recommendations names `overweight`, which is not one of the "
+        "recommendations; `overweight` is listed under findings" in flat
     )
 
 

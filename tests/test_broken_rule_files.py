@@ -207,8 +207,9 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         14,
         28,
         "b",
-        "item `y` tests a point score; items are computed together and read facts only",
-        "test the facts that score reads",
+        "item `y` tests a point score; the scores are computed together, so an "
+        "item cannot read another's total",
+        "test the facts or findings that score reads",
     ),
     "points_finding_cycle.yaml": (
         11,
@@ -231,6 +232,14 @@ EXPECTED: dict[str, tuple[int, int, str | None, str, str]] = {
         "rr",
         "item `rate`: respiratory_rate [20, 20] /min is in two bands",
         "use `below` in one band and `at_least` in the next",
+    ),
+    # Once, though each of the item's three bands names the fact.
+    "points_unknown_fact.yaml": (
+        11,
+        9,
+        "hr",
+        "unknown fact `heart_rat`",
+        "did you mean `heart_rate`?",
     ),
     "made_and_blocked.yaml": (
         12,
