@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 
 
 def _leave_quietly(_signum: int, _frame: object) -> None:
@@ -1057,6 +1058,9 @@ def _run_batch(
     if quiet:
         for name in ("distributed", "dask"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # A chunk of NDJSON lines carries its records (megabytes): the records
+        # must travel, and Dask's warning about it for every chunk is noise.
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
     address = None if dask_address == _LOCAL_CLUSTER else dask_address
     # XXX: a Ctrl-C while a local cluster starts stops the batch only once the
     # cluster is up and its workers have loaded the knowledge base (seconds on

@@ -104,7 +104,7 @@ class Case(BaseModel):
     source: str = ""
     birth_date: date | None = None
     birth_date_latest: date | None = None
-    age: int | None = Field(None, ge=0)
+    age: int | None = Field(default=None, ge=0)
     sex: Sex | None = None
     deceased: datetime | None = None
     readings: dict[str, tuple[Reading, ...]] = Field(default_factory=dict)
@@ -114,6 +114,12 @@ class Case(BaseModel):
     last_recorded: datetime | None = None
     notes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+
+    @field_validator("deceased", "last_recorded")
+    @classmethod
+    def _utc_unless_said(cls, when: datetime | None) -> datetime | None:
+        # A time without an offset is UTC, as everywhere else.
+        return None if when is None else aware(when)
 
     @field_validator("readings")
     @classmethod

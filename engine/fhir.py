@@ -21,6 +21,7 @@ identifies the patient (names, addresses) is ever read.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from pydantic import ValidationError
@@ -85,6 +86,7 @@ def read_bundle(
             "Bundle.entry", f"`entry` must be a list, got {kind_of(entries)}"
         )
     buckets = _buckets()
+    reader.newest_first = data.get("type") == "history"
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise reader.fail(
@@ -143,6 +145,7 @@ def read_bundle_json(
     except ValidationError:
         return None
     reader = ResourceReader(source, catalogue or default_catalogue())
+    reader.newest_first = bundle.get("type") == "history"
     buckets = _buckets()
     for index, entry in enumerate(bundle.get("entry") or ()):
         resource = entry.get("resource")
@@ -340,12 +343,22 @@ def _us_core_race(patient: dict[str, Any]) -> str | None:
     return None
 
 
-def _version_key(resource: dict[str, Any]) -> tuple[int, str]:
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def _version_key(resource: dict[str, Any], rank: int) -> tuple[int, datetime, int]:
+    """A version's place: its numeric versionId, then its lastUpdated time
+    (compared as times: their offsets may differ), then its place in the
+    bundle (``rank``: later is newer, but newest first in a history bundle)."""
     meta = resource.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     version = str(meta.get("versionId", ""))
     number = int(version) if version.isdigit() else -1
-    return number, str(meta.get("lastUpdated", ""))
+    try:
+        updated = parse_datetime(str(meta["lastUpdated"]))
+    except (KeyError, ValueError):
+        updated = _UNDATED
+    return number, updated, rank
 
 
 def _current_versions(
@@ -369,7 +382,8 @@ def _current_versions(
             latest[key] = (index, resource)
             continue
         kept = latest[key]
-        if _version_key(resource) >= _version_key(kept[1]):
+        sign = -1 if reader.newest_first else 1
+        if _version_key(resource, sign * index) > _version_key(kept[1], sign * kept[0]):
             latest[key] = (index, resource)
         kind = resource.get("resourceType")
         reader.notes.append(f"{kind}/{key}: an earlier version was left out")

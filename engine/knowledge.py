@@ -400,8 +400,8 @@ class KnowledgeBase:
     @classmethod
     def load(
         cls,
-        rules: Path | Iterable[Path] | None = None,
-        models: Path | None = None,
+        rules: Path | str | Iterable[Path | str] | None = None,
+        models: Path | str | None = None,
         *,
         catalogue: Catalogue | None = None,
         approved_only: bool = False,

@@ -97,6 +97,7 @@ class ResourceReader:
         self.doubts: list[str] = []  # read, but the assessment is partial
         self.elsewhere: list[str] = []  # resources about another patient
         self.patient_urls: dict[int, str] = {}  # entry index: fullUrl
+        self.newest_first = False  # a history bundle lists versions so
         self.patient_refs: frozenset[str] = frozenset()
         self.patient_id = ""
         self.preliminary: list[str] = []  # results that may still change
@@ -121,9 +122,11 @@ class ResourceReader:
         this patient's record."""
         if not reference or reference in self.patient_refs:
             return False
-        own = f"/Patient/{self.patient_id}"
-        if reference.split("/_history/")[0].endswith(own):
-            return False  # an absolute URL of this Patient
+        unversioned = reference.split("/_history/")[0]
+        if unversioned in self.patient_refs or unversioned.endswith(
+            f"/Patient/{self.patient_id}"
+        ):
+            return False  # a version of this Patient, or its absolute URL
         self.elsewhere.append(source)
         return True
 

@@ -354,6 +354,9 @@ def _bundle_schema() -> core_schema.CoreSchema:
             "resourceType": core_schema.typed_dict_field(
                 core_schema.literal_schema(["Bundle"])
             ),
+            "type": core_schema.typed_dict_field(
+                core_schema.any_schema(), required=False
+            ),
             "entry": core_schema.typed_dict_field(
                 core_schema.nullable_schema(core_schema.list_schema(entry)),
                 required=False,

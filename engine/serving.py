@@ -35,7 +35,10 @@ class ReloadableKnowledgeBase:
     """
 
     def __init__(
-        self, rules: Path | None = None, models: Path | None = None, **options: Any
+        self,
+        rules: Path | str | None = None,
+        models: Path | str | None = None,
+        **options: Any,
     ) -> None:
         self._rules = rules
         self._models = models

@@ -506,3 +506,12 @@ def test_a_rule_that_cannot_be_determined_names_only_what_could_change_it(
     ]
     assert strong.missing == ["egfr"]
     assert strong.reason == "acr 100 mg/g, not >= 300 mg/g; no egfr within 12 months"
+
+
+def test_a_naive_date_of_death_is_utc_like_every_other_time(kb: KnowledgeBase) -> None:
+    # It raised "can't compare offset-naive and offset-aware datetimes".
+    case = _case({"bmi": [Reading(value=31.0, unit="kg/m2", time=WHEN)]})
+    dead = case.model_copy(update={"deceased": datetime(2024, 6, 1)})
+    dead = Case.model_validate(dead.model_dump())
+    assert dead.deceased == datetime(2024, 6, 1, tzinfo=UTC)
+    assert kb.evaluate(dead, as_of="last").as_of == datetime(2024, 1, 1, tzinfo=UTC)

@@ -1113,3 +1113,38 @@ def test_a_score_in_ucum_annotation_units_reads_as_unit_one() -> None:
     case = read(observation("g", "9269-2", 13, "{score}"))
     assert [(r.value, r.unit) for r in case.readings["gcs"]] == [(13.0, "1")]
     assert case.notes == () and case.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # A history bundle lists the newest version first.
+        ({}, {}),
+        # Version ids that are not numbers say nothing of order.
+        ({"meta": {"versionId": "b"}}, {"meta": {"versionId": "a"}}),
+        # lastUpdated compared as times: 23:00 at -05:00 is after 02:00 UTC.
+        (
+            {"meta": {"lastUpdated": "2024-01-31T23:00:00-05:00"}},
+            {"meta": {"lastUpdated": "2024-02-01T02:00:00+00:00"}},
+        ),
+    ],
+)
+def test_the_newest_version_of_an_amended_result_is_the_one_read(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    amended = observation("a1", "4548-4", 5.1, "%", "2024-01-15") | first
+    original = observation("a1", "4548-4", 9.9, "%", "2024-01-15") | second
+    data = bundle(amended, original)
+    data["type"] = "history"
+    case = read_bundle(data, source="history.json")
+    assert [r.value for r in case.readings["hba1c"]] == [5.1]
+    assert "Observation/a1: an earlier version was left out" in case.notes
+
+
+def test_a_versioned_reference_to_the_patient_is_the_patient() -> None:
+    mine = observation(
+        "w", "29463-7", 80, "kg", subject={"reference": "Patient/p1/_history/2"}
+    )
+    case = read(mine)
+    assert [r.value for r in case.readings["body_weight"]] == [80]
+    assert case.problems == ()
