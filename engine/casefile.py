@@ -352,11 +352,11 @@ class _CaseReader:
             out["age"] = int(age)
         if "birth_date" in node:
             pos = _value_pos(node, "birth_date")
-            born = self.time(
-                node["birth_date"], pos, "patient.birth_date", identifying=True
-            )
-            out["birth_date"] = born.date()
             given = node["birth_date"]
+            if isinstance(given, int) and not isinstance(given, bool):
+                given = str(given)  # birth_date: 1959, a year YAML reads as a number
+            born = self.time(given, pos, "patient.birth_date", identifying=True)
+            out["birth_date"] = born.date()
             if isinstance(given, str):  # "1959", "1959-02": a span of days
                 out["birth_date_latest"] = latest_day(given.strip())
         if "deceased" in node:

@@ -533,7 +533,7 @@ def test_deceased_yes_or_no_asks_for_the_date_of_death() -> None:
 
 
 def test_a_birth_year_alone_is_kept_as_a_span_of_days() -> None:
-    got = case('patient: {birth_date: "1959", sex: male}\n')
+    got = case("patient: {birth_date: 1959, sex: male}\n")  # YAML: a number
     assert (got.birth_date, got.birth_date_latest) == (
         date(1959, 1, 1),
         date(1959, 12, 31),
