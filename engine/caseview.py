@@ -16,6 +16,7 @@ from functools import lru_cache
 from .catalogue import Catalogue
 from .facts import Case, CodedEntry, Reading, aware
 from .nearest import suggest
+from .values import is_count
 
 __all__ = ["CaseView", "parse_duration"]
 
@@ -105,6 +106,13 @@ class CaseView:
                 # A Case built by an application may hold anything; the
                 # readers give numbers only.
                 self.notes.append(f"{name}: readings that are not numbers not used")
+            elif name in quantities and not is_count(quantities[name].unit):
+                bare = sum(1 for r in values if not r.unit)
+                if bare:  # the readers never give one; an application may
+                    self.notes.append(
+                        f"{name}: {bare} reading{'s' if bare > 1 else ''} without "
+                        f"a unit read in {quantities[name].unit}, the catalogue's unit"
+                    )
             # Oldest first (Case.readings), undated last: when the latest
             # dated reading is not after as_of, none is.
             last = next((r.time for r in reversed(values) if r.time), None)

@@ -515,3 +515,15 @@ def test_a_naive_date_of_death_is_utc_like_every_other_time(kb: KnowledgeBase) -
     dead = Case.model_validate(dead.model_dump())
     assert dead.deceased == datetime(2024, 6, 1, tzinfo=UTC)
     assert kb.evaluate(dead, as_of="last").as_of == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_readings_built_without_a_unit_are_read_in_the_catalogue_unit_and_noted(
+    kb: KnowledgeBase,
+) -> None:
+    # A pandas column of A1C in mmol/mol passed with no unit reads as %: the
+    # note lets the caller see what was assumed.
+    case = _case({"hba1c": [Reading(value=7.5, time=WHEN)]})
+    result = kb.evaluate(case, as_of=WHEN)
+    assert "hba1c: 1 reading without a unit read in %, the catalogue's unit" in (
+        result.notes
+    )
