@@ -57,6 +57,9 @@ _READING = re.compile(
     r"\s*(?P<value>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
     r"\s*(?P<unit>[^@]*?)\s*(?:@\s*(?P<time>.*?)\s*)?"
 )
+_NOT_TAKEN = re.compile(
+    r"^\s*(?:no|not|non|without)\b|\b(?:stopped|discontinued|ceased)\b", re.I
+)
 _SYNTAX_HINT: Final = (
     "a case file is YAML (or JSON) indented with spaces; see examples/README.md"
 )
@@ -674,6 +677,15 @@ class _CaseReader:
     def medication(
         self, name: str, span: Span, pos: Pos, path: str
     ) -> list[CodedEntry]:
+        if _NOT_TAKEN.search(name):
+            # "no aspirin" would otherwise read as aspirin, taken.
+            self.fail(
+                pos,
+                path,
+                f"`{name}` reads as a medication not taken",
+                "list the medications taken; give a stopped one with its end, "
+                "e.g. {name: metformin, end: 2024-01-01}",
+            )
         concepts = self.drugs(name)
         if not concepts:
             at = f"line {pos[0]}" if pos else path

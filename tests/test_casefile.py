@@ -556,3 +556,13 @@ def test_a_decimal_comma_is_named_and_meq_is_read_as_ucum() -> None:
     got = case("patient: {age: 50, sex: male}\nfacts: {potassium: 6.5 mEq/L}\n")
     [k] = got.readings["potassium"]
     assert (k.value, k.unit) == (6.5, "meq/L")
+
+
+@pytest.mark.parametrize(
+    "name", ["no aspirin", "metformin - discontinued", "Not on statin"]
+)
+def test_a_medication_written_as_not_taken_is_refused(name: str) -> None:
+    # "no aspirin" read as aspirin gave HAS-BLED its drug point.
+    err = error(f"patient: {{age: 60, sex: male}}\nmedications: [{name!r}]\n")
+    assert err.reason == f"`{name}` reads as a medication not taken"
+    assert "give a stopped one with its end" in err.hint
