@@ -100,7 +100,9 @@ class CaseView:
             if name not in quantities and name not in texts:
                 self._unknown_fact(name)
                 continue
-            if name in quantities and not all(
+            if name in texts:
+                values = self._known_words(name, values)
+            elif name in quantities and not all(
                 isinstance(r.value, float) for r in values
             ):
                 # A Case built by an application may hold anything; the
@@ -139,6 +141,27 @@ class CaseView:
             self.readings["age"] = [
                 Reading(value=float(age), unit="a", time=self.as_of, source="Patient")
             ]
+
+    def _known_words(self, name: str, values: Sequence[Reading]) -> tuple[Reading, ...]:
+        """A text fact's readings in the catalogue's spelling (``Never`` is
+        ``never``); a word it does not know is left out and noted. The readers
+        give the catalogue's words; an application may not."""
+        words = {w.casefold(): w for w in self.catalogue.texts[name].values}
+        kept = []
+        for r in values:
+            word = (
+                words.get(str(r.value).casefold()) if isinstance(r.value, str) else None
+            )
+            if word is None:
+                self.notes.append(
+                    f"{name}: `{r.value}` is not one of {', '.join(words.values())}; "
+                    "not used"
+                )
+            elif word == r.value:
+                kept.append(r)
+            else:
+                kept.append(r.model_copy(update={"value": word}))
+        return tuple(kept)
 
     def _unknown_fact(self, name: str) -> None:
         hint = suggest(name, [*self.catalogue.quantities, *self.catalogue.texts])

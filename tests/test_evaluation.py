@@ -527,3 +527,24 @@ def test_readings_built_without_a_unit_are_read_in_the_catalogue_unit_and_noted(
     assert "hba1c: 1 reading without a unit read in %, the catalogue's unit" in (
         result.notes
     )
+
+
+def test_a_text_fact_in_another_case_is_read_and_an_unknown_word_noted(
+    kb: KnowledgeBase,
+) -> None:
+    # "Never" (as a pandas column may hold it) dropped the ASCVD findings in
+    # silence; a word the catalogue does not know is now named.
+    def smoker(word: str) -> Case:
+        return _case({"smoking_status": [Reading(value=word, time=WHEN)]}).model_copy(
+            update={"sex": "female"}
+        )
+
+    from engine.caseview import CaseView
+
+    view = CaseView(smoker("Never"), WHEN, kb.catalogue)
+    assert [r.value for r in view.readings["smoking_status"]] == ["never"]
+    assert not any("smoking_status" in n for n in view.notes)
+    odd = kb.evaluate(smoker("sometimes"), as_of=WHEN)
+    assert any(
+        n.startswith("smoking_status: `sometimes` is not one of ") for n in odd.notes
+    )
