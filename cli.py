@@ -29,6 +29,7 @@ if _QUIET_START:
     signal.signal(signal.SIGINT, _leave_quietly)
 
 import functools
+import io
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, TextIO, cast
 
 import click
 from rich.console import Console
@@ -889,9 +890,8 @@ def batch(
     spec.remember(kb)
     settings = batch_engine.Settings(spec, when, not without_conditions)
     try:
-        out = (
-            sys.stdout if str(out_path) == "-" else out_path.open("w", encoding="utf-8")
-        )
+        lazy = None if str(out_path) == "-" else _LazyOutput(out_path)
+        out: TextIO = sys.stdout if lazy is None else cast(TextIO, lazy)
     except OSError as err:
         hint = (
             f"; the folder {out_path.parent} does not exist: create it first"
@@ -960,6 +960,8 @@ def _batch_and_report(
                 kb.info.content_hash,
                 stop.is_set,
             )
+        if isinstance(out, _LazyOutput):
+            out.create()  # the batch ran: its file exists, empty or not
     except OSError as err:
         _fail(f"--out {out_path}: cannot write: {err.strerror or err}", EXIT_USAGE)
         return
@@ -991,6 +993,46 @@ def _batch_and_report(
             highlight=False,
         )
         sys.exit(EXIT_BATCH_FAILED)
+
+
+class _LazyOutput(io.TextIOBase):
+    """The --out file, emptied and written from the first line on.
+
+    A batch that fails before it evaluates anything (a Dask scheduler that
+    cannot be reached) leaves an existing file as it was. Whether the file
+    can be written is checked at once, without opening it.
+
+    Raises:
+        OSError: If the file or its folder cannot be written.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        folder = path.parent
+        if not folder.is_dir():
+            raise FileNotFoundError(2, "No such file or directory", str(folder))
+        if not os.access(path if path.exists() else folder, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+        self.path = path
+        self._file: TextIO | None = None
+
+    def create(self) -> TextIO:
+        """Open (and empty) the file, once."""
+        if self._file is None:
+            self._file = self.path.open("w", encoding="utf-8")
+        return self._file
+
+    def write(self, text: str) -> int:
+        return self.create().write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes first
+        if self._file is not None:
+            self._file.close()
 
 
 def _quit_now(out: TextIO, out_path: Path, code: int) -> NoReturn:

@@ -310,6 +310,25 @@ def test_dask_followed_by_an_input_is_a_local_cluster_and_that_input(
 # --- NDJSON and bulk export ---------------------------------------------------------
 
 
+def test_a_batch_that_fails_before_its_first_line_leaves_the_out_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Dask scheduler that could not be reached emptied an earlier results
+    # file before failing.
+    import cli
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+        cli._fail("Dask: cannot connect to tcp://127.0.0.1:1", 2)
+
+    monkeypatch.setattr(cli, "_run_batch", unreachable)
+    path = write_json(tmp_path / "p.json", bundle(hypertensive("p")))
+    out = tmp_path / "r.ndjson"
+    out.write_text("earlier results\n", encoding="utf-8")
+    code, _, err = run("batch", str(path), "--out", str(out))
+    assert code == 2 and "cannot connect" in err
+    assert out.read_text(encoding="utf-8") == "earlier results\n"
+
+
 def test_an_empty_input_says_it_held_no_cases(tmp_path: Path) -> None:
     path = tmp_path / "empty.ndjson"
     path.write_text("\n\n", encoding="utf-8")
@@ -317,7 +336,7 @@ def test_an_empty_input_says_it_held_no_cases(tmp_path: Path) -> None:
     code, _, err = run("batch", str(path), "--out", str(out))
     assert code == 0
     assert "the inputs hold no cases" in err
-    assert out.read_text() == ""
+    assert out.read_text() == ""  # created, though nothing was written
 
 
 def test_case_files_without_an_id_in_ndjson_are_told_apart_by_line(
