@@ -353,20 +353,25 @@ def test_rules_check_finds_a_misspelt_id_in_a_rule_test(tmp_path: Path) -> None:
     assert where in result.stdout
 
 
+def _check_bmi_tests(tmp_path: Path, tests: str) -> tuple[int, str]:
+    """`rules check` of bmi.yaml beside a test file of the given tests; the
+    exit code and the output with rich's wrapping undone."""
+    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
+    (tmp_path / "bmi.test.yaml").write_text("ruleset: bmi\ntests:\n" + tests)
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    return result.exit_code, " ".join(result.stdout.split())
+
+
 def test_fired_takes_rule_ids_and_says_so_when_given_a_conclusion(
     tmp_path: Path,
 ) -> None:
-    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
-    (tmp_path / "bmi.test.yaml").write_text(
-        "ruleset: bmi\n"
-        "tests:\n"
+    code, flat = _check_bmi_tests(
+        tmp_path,
         "  - name: two slips\n"
         "    given: {patient: {age: 45, sex: female}, facts: {bmi: 27 kg/m2}}\n"
-        "    expect: {fired: [bmi_overweigth, overweight]}\n"
+        "    expect: {fired: [bmi_overweigth, overweight]}\n",
     )
-    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
-    assert result.exit_code == 1
-    flat = " ".join(result.stdout.split())
+    assert code == 1
     assert (
         "expect fired names `bmi_overweigth`, which is not the id of a rule; "
         "did you mean `bmi_overweight`?" in flat
@@ -380,17 +385,13 @@ def test_fired_takes_rule_ids_and_says_so_when_given_a_conclusion(
 def test_a_rule_test_id_listed_under_the_wrong_kind_is_named(tmp_path: Path) -> None:
     # A finding expected among the recommendations passed the check, then
     # failed with "got []".
-    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
-    (tmp_path / "bmi.test.yaml").write_text(
-        "ruleset: bmi\n"
-        "tests:\n"
+    code, flat = _check_bmi_tests(
+        tmp_path,
         "  - name: a slip\n"
         "    given: {patient: {age: 45, sex: female}, facts: {bmi: 27 kg/m2}}\n"
-        "    expect: {recommendations: [overweight]}\n"
+        "    expect: {recommendations: [overweight]}\n",
     )
-    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
-    assert result.exit_code == 1
-    flat = " ".join(result.stdout.split())
+    assert code == 1
     assert (
         "expect recommendations names `overweight`, which is not one of the "
         "recommendations; `overweight` is listed under findings" in flat
@@ -480,19 +481,15 @@ def test_rule_files_may_end_in_yml_and_an_empty_folder_is_an_error(
 def test_rules_check_reads_each_rule_test_case_as_a_case(tmp_path: Path) -> None:
     # A unit the catalogue refuses in a test's `given` was found only when
     # the tests ran, after `rules check` had said 0 errors.
-    shutil.copy(RULES / "bmi.yaml", tmp_path / "bmi.yaml")
-    (tmp_path / "bmi.test.yaml").write_text(
-        "ruleset: bmi\n"
-        "tests:\n"
+    code, flat = _check_bmi_tests(
+        tmp_path,
         "  - name: a slip\n"
         "    given:\n"
         "      patient: {age: 45, sex: female}\n"
         "      facts: {bmi: 27 kg/m3}\n"
-        "    expect: {findings: [overweight]}\n"
+        "    expect: {findings: [overweight]}\n",
     )
-    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
-    assert result.exit_code == 1
-    flat = " ".join(result.stdout.split())
+    assert code == 1
     assert (
         f"{tmp_path / 'bmi.test.yaml'}:6:20: error: test 'a slip': `given` is not "
         "a valid case: `kg/m3` is not a unit of bmi" in flat
