@@ -438,7 +438,7 @@ def _resting_on_doubts(
     partial until someone checks the record.
     """
     doubts = [
-        {d for u in _facts_of(c) if (d := _doubt(view, u)) is not None}
+        {d for u in _facts_of(c) if (d := _implausible(view, u)) is not None}
         for c in conclusions
     ]
     findings = {c.id for c in conclusions if isinstance(c, Finding)}
@@ -502,7 +502,7 @@ def _facts_of(c: Diagnosis | Finding | Recommendation) -> list[FactUsed]:
     return [*c.evidence.facts, *items]
 
 
-def _doubt(view: CaseView, used: FactUsed) -> str | None:
+def _implausible(view: CaseView, used: FactUsed) -> str | None:
     """``systolic_bp 1400 mm[Hg] is outside the plausible range ...``, or None.
 
     (An age from a birth date without its day is checked whole, by a second

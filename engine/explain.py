@@ -330,7 +330,7 @@ class _Examiner:
             # The items are what is so; a change is offered only where one
             # would do: a total that falls short, or a missing input.
             actual = f"{actual}; {self.items_of(cond.points)}"
-            change = _score_change(cond, res)
+            change = _score_change(cond, res.value, score.total)
             if res.value is None and score.missing:
                 change = f"record {', '.join(score.missing)}"
         return [
@@ -356,10 +356,10 @@ class _Examiner:
         return "; ".join(parts)
 
 
-def _score_change(cond: rf.PointsTest, res: LeafResult) -> str:
-    """``would hold at a total of at least 3 (now 2)``, for a known total."""
-    total = next((f.value for f in res.facts if isinstance(f.value, float)), None)
-    if res.value is not False or total is None:
+def _score_change(cond: rf.PointsTest, value: bool | None, total: float | None) -> str:
+    """``would hold at a total of at least 3 (now 2)``, for a known total
+    that does not meet the cut point."""
+    if value is not False or total is None:
         return ""
     for op, words in (
         ("at_least", "at least"),

@@ -33,7 +33,7 @@ from . import ruleformat as rf
 from .assessment import Assessment
 from .casefile import load_yaml, read_case_data
 from .errors import InputError, Problem
-from .facts import evaluation_time
+from .facts import Case, evaluation_time
 from .knowledge import RULE_SUFFIXES, KnowledgeBase, is_rule_test
 from .loader import locate
 from .nearest import suggest
@@ -201,16 +201,9 @@ def _as_of(test: RuleTest, last: datetime | None) -> datetime:
 
 
 def _run_one(
-    kb: KnowledgeBase, shown: str, line: int, test: RuleTest, raw: Any
+    kb: KnowledgeBase, shown: str, line: int, test: RuleTest, case: Case
 ) -> RuleTestResult:
     out = RuleTestResult(shown, line, test.name)
-    try:
-        case = read_case_data(
-            raw, source=f"{shown} (test {test.name!r})", catalogue=kb.catalogue
-        )
-    except InputError as err:
-        out.failures.append(f"`given` is not a valid case: {err}")
-        return out
     result = kb.evaluate(case, as_of=_as_of(test, case.last_time()))
     got = _outcome(result)
     out.fired = result.rules_fired
@@ -229,15 +222,16 @@ def _run_one(
 
 def check_rule_tests(
     kb: KnowledgeBase, paths: list[Path]
-) -> tuple[list[tuple[Path, RuleTestFile, Any]], list[Problem]]:
+) -> tuple[list[tuple[Path, RuleTestFile, Any, list[Case]]], list[Problem]]:
     """Read rule test files and check them against a knowledge base.
 
     Returns:
-        The readable files (path, model, raw tree) and every problem: schema
-        errors, a ruleset not in the knowledge base, an expected id that no
-        rule concludes (with the nearest one).
+        The usable files (path, model, raw tree, each test's case) and every
+        problem: schema errors, a ruleset not in the knowledge base, an
+        expected id that no rule concludes (with the nearest one), a `given`
+        that is not a valid case.
     """
-    usable: list[tuple[Path, RuleTestFile, Any]] = []
+    usable: list[tuple[Path, RuleTestFile, Any, list[Case]]] = []
     problems: list[Problem] = []
     rule_ids = {r.rule.id for r in kb.rules}
     # What each list of `expect`/`absent` may name.
@@ -282,6 +276,7 @@ def check_rule_tests(
             )
             continue
         before = len(problems)
+        cases: list[Case] = []
         for i, test in enumerate(model.tests):
             for side in ("expect", "absent"):
                 for kind, ids in getattr(test, side).model_dump().items():
@@ -304,9 +299,13 @@ def check_rule_tests(
                                 code="unknown-id",
                             )
                         )
-            problems += _given_problems(kb, path, test, cast(Any, raw)["tests"][i])
+            case = _given(kb, path, test, cast(Any, raw)["tests"][i])
+            if isinstance(case, Problem):
+                problems.append(case)
+            else:
+                cases.append(case)
         if len(problems) == before:
-            usable.append((path, model, raw))
+            usable.append((path, model, raw, cases))
     return usable, problems
 
 
@@ -330,27 +329,27 @@ def _wrong_id(kind: str, ident: str, pools: dict[str, set[str]]) -> tuple[str, s
 _AT = re.compile(r"line (\d+), column (\d+)")
 
 
-def _given_problems(
-    kb: KnowledgeBase, path: Path, test: RuleTest, node: Any
-) -> list[Problem]:
-    """A test's `given` read as the case it is, so that a unit the catalogue
-    refuses is found by `rules check`, not only when the test runs."""
+def _given(kb: KnowledgeBase, path: Path, test: RuleTest, node: Any) -> Case | Problem:
+    """A test's `given` read as the case it is, read once for `rules check`
+    and `rules test` alike: a unit the catalogue refuses is a located problem
+    of the test file."""
     try:
-        read_case_data(node["given"], source=str(path), catalogue=kb.catalogue)
+        return read_case_data(
+            node["given"],
+            source=f"{path} (test {test.name!r})",
+            catalogue=kb.catalogue,
+        )
     except InputError as err:
         at = _AT.match(err.where)
         line, col = (int(at[1]), int(at[2])) if at else locate(node, ("given",))
-        return [
-            Problem(
-                str(path),
-                line,
-                col,
-                f"test {test.name!r}: `given` is not a valid case: {err.reason}",
-                hint=err.hint,
-                code="invalid-case",
-            )
-        ]
-    return []
+        return Problem(
+            str(path),
+            line,
+            col,
+            f"test {test.name!r}: `given` is not a valid case: {err.reason}",
+            hint=err.hint,
+            code="invalid-case",
+        )
 
 
 def run_rule_tests(
@@ -363,9 +362,9 @@ def run_rule_tests(
     """
     results: list[RuleTestResult] = []
     usable, problems = check_rule_tests(kb, paths)
-    for path, model, raw in usable:
-        for i, test in enumerate(model.tests):
+    for path, model, raw, cases in usable:
+        for i, (test, case) in enumerate(zip(model.tests, cases, strict=True)):
             node = cast(Any, raw)["tests"][i]
             line = node.lc.line + 1 if hasattr(node, "lc") else 0
-            results.append(_run_one(kb, str(path), line, test, node["given"]))
+            results.append(_run_one(kb, str(path), line, test, case))
     return results, problems
